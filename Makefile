@@ -1,0 +1,86 @@
+# Everything a developer or CI runs. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PYTEST_FLAGS ?= -q
+KUBECONFIG_FILE := .cache/kubeconfig
+# `make run` uses $KUBECONFIG when set, else the cluster from `make cluster-up`.
+RUN_KUBECONFIG = $(or $(KUBECONFIG),$(wildcard $(KUBECONFIG_FILE)))
+
+.PHONY: help venv lint format typecheck unit integration e2e test generate verify-generated \
+        testbin helm helm-quiet demo e2e-kind bench cluster-up cluster-down run clean
+
+help: ## list the targets
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+venv: $(VENV)/.installed ## create the virtualenv with runtime and dev dependencies
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+lint: venv ## ruff lint and format check
+	$(VENV)/bin/ruff check operator tests e2e
+	$(VENV)/bin/ruff format --check operator tests e2e
+
+format: venv ## apply ruff fixes and formatting
+	$(VENV)/bin/ruff check --fix operator tests e2e
+	$(VENV)/bin/ruff format operator tests e2e
+
+typecheck: venv ## mypy --strict on the operator package
+	$(VENV)/bin/mypy --strict operator/modelrollout
+
+generate: venv ## write the CRD (crds/, the chart, manifests/base) and docs/api.md from the models
+	$(PY) -m modelrollout.api.crd
+
+verify-generated: venv ## fail if the committed CRDs or API reference differ from the models
+	$(PY) -m modelrollout.api.crd --check
+
+unit: venv ## pure tests: models, CRD generation, the decision core
+	$(PY) -m pytest $(PYTEST_FLAGS) tests/unit
+
+integration: venv testbin helm-quiet ## tests against real etcd, kube-apiserver, Prometheus and the operator
+	$(PY) -m pytest $(PYTEST_FLAGS) tests/integration
+
+e2e: venv testbin helm-quiet ## end-to-end scenarios: model servers, traffic, Prometheus, the operator
+	$(PY) -m pytest $(PYTEST_FLAGS) tests/e2e
+
+e2e-kind: venv ## the scenarios on a kind cluster with real pods (needs Docker and kind; not in CI)
+	@e2e/kind/run.sh
+
+bench: venv ## speed and memory as ratios against baselines run side by side (BENCH_ROWS, BENCH_FEATURES)
+	@$(PY) hack/bench.py
+
+test: lint typecheck verify-generated unit integration e2e ## everything CI runs
+
+testbin: ## build (or reuse) etcd, kube-apiserver and kubectl from Go modules
+	@hack/testbin/build.sh >/dev/null
+
+helm: ## build (or reuse) helm from Go modules (hack/helm/go.mod); prints its path
+	@hack/helm/build.sh
+
+helm-quiet:  # the tests install the chart's RBAC with it
+	@hack/helm/build.sh >/dev/null
+
+demo: venv ## the whole loop on a local cluster: two rollouts of a model, shown live, then a summary
+	@$(PY) e2e/demo.py
+
+cluster-up: venv testbin ## start a local control plane in the background (idempotent), with a demo rollout
+	@PYTHONPATH=tests $(PY) -m testbed up >/dev/null
+	@$$(hack/testbin/build.sh 2>/dev/null)/kubectl --kubeconfig $(KUBECONFIG_FILE) apply --server-side -f manifests/demo/ >/dev/null
+	@echo "demo rollout applied: kubectl --kubeconfig $(KUBECONFIG_FILE) get mro -n demo"
+	@echo $(abspath $(KUBECONFIG_FILE))
+
+cluster-down: venv ## stop the local control plane
+	@PYTHONPATH=tests $(PY) -m testbed down
+
+run: venv ## run the operator against the current kubeconfig
+	$(if $(RUN_KUBECONFIG),KUBECONFIG=$(RUN_KUBECONFIG)) $(PY) -m modelrollout --log-format plain
+
+clean: cluster-down ## remove caches (keeps built binaries)
+	rm -rf .pytest_cache .mypy_cache .ruff_cache

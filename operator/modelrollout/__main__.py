@@ -1,0 +1,66 @@
+"""`python -m modelrollout`: run the operator against the current cluster."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import kopf
+
+from modelrollout import telemetry
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="modelrollout-operator", description=__doc__)
+    parser.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
+        help="watch only this namespace (repeatable); default: all namespaces",
+    )
+    parser.add_argument(
+        "--peering",
+        metavar="NAME",
+        help="coordinate replicas through this kopf peering object (else standalone)",
+    )
+    parser.add_argument(
+        "--priority", type=int, default=0, help="peering priority; give each replica its own"
+    )
+    parser.add_argument(
+        "--liveness",
+        metavar="URL",
+        default=None,
+        help="serve kopf's health endpoint, e.g. http://0.0.0.0:8080/healthz",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=8080,
+        help="serve the operator's Prometheus metrics on this port (0: off); default 8080",
+    )
+    parser.add_argument("--log-format", choices=["plain", "full", "json"], default="json")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat[args.log_format.upper()])
+    import modelrollout.controller.handlers  # noqa: F401  (registers the handlers)
+
+    telemetry.serve(args.metrics_port)
+
+    kopf.run(
+        standalone=args.peering is None,
+        peering_name=args.peering,
+        priority=args.priority,
+        clusterwide=not args.namespace,
+        namespaces=args.namespace,
+        liveness_endpoint=args.liveness,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

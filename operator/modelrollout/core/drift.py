@@ -1,0 +1,305 @@
+"""PSI, its no-drift critical value, bucket differencing, and the drift gate's verdict.
+
+PSI = sum over bins of (c - r) * ln(c / r), with c and r the current and reference
+proportions. Each term is >= 0, so PSI >= 0, and it depends on proportions only,
+so scaling the counts changes nothing.
+
+Empty bins: a proportion below EPSILON (1e-4) is raised to EPSILON, without
+renormalising (the convention Evidently uses). An empty bin against a reference
+of 10% then adds about 0.1 * ln(0.1 / 1e-4) = 0.69: large and finite, never inf.
+
+Noise: for two samples of sizes n and m from one distribution over B bins, PSI is
+approximately (1/n + 1/m) * chi2(B - 1). Decile bins with n = 200 against a large
+reference give a mean of 0.045 and a 99th percentile of 0.11, so a fixed 0.1 bar
+fires by chance at a 1% stage. The gate therefore counts drift only when PSI is
+above the threshold *and* above this critical value at the chosen confidence.
+
+Repeated looks: a stage is checked every interval, and each look is another chance
+of a false alarm. Look k of a stage uses alpha / (k (k + 1)), alpha = 1 - confidence;
+these sum to alpha, so the chance of a false alarm in a whole stage, however many
+looks it takes, stays within 1 - confidence.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy.stats import chi2
+
+from modelrollout.api.spec import DriftGate
+from modelrollout.api.status import DriftStatus, DriftVerdict, FeatureDrift
+from modelrollout.core.conditions import timestamp
+from modelrollout.core.machine import Judgement
+
+EPSILON = 1e-4
+EDGE_RTOL = 1e-9
+
+Floats = NDArray[np.float64]
+
+
+class BinsMismatch(ValueError):
+    """The candidate and the reference use different bins: PSI would be meaningless."""
+
+
+@dataclass(frozen=True)
+class Bins:
+    """Counts (or proportions) per bin.
+
+    Numeric: `keys` are the finite upper edges, ascending, and `counts` has one more
+    entry, for the bin above the last edge. Categorical: one key per category.
+    """
+
+    keys: tuple[float, ...] | tuple[str, ...]
+    counts: tuple[float, ...]
+    numeric: bool
+
+    @property
+    def total(self) -> float:
+        return float(sum(self.counts))
+
+
+def from_cumulative(buckets: Mapping[float, float]) -> Bins:
+    """Per-bin counts from a classic histogram's cumulative `le` buckets.
+
+    `increase()` extrapolates each bucket separately, so neighbours can come out a
+    hair out of order; a negative difference is clamped to zero rather than trusted.
+    """
+    edges = sorted(buckets)
+    if not edges or not math.isinf(edges[-1]):
+        raise BinsMismatch("the histogram has no +Inf bucket")
+    cumulative = np.maximum.accumulate(np.array([buckets[e] for e in edges], dtype=np.float64))
+    counts = np.diff(cumulative, prepend=0.0)
+    return Bins(tuple(edges[:-1]), tuple(float(c) for c in counts), numeric=True)
+
+
+def align(candidate: Bins, reference: Bins) -> tuple[Floats, Floats]:
+    """The two count vectors over the same bins. Numeric bins must match exactly
+    (edges within a relative 1e-9, for formatting); categories are united, an unseen
+    category counting zero."""
+    if candidate.numeric != reference.numeric:
+        raise BinsMismatch("one side is numeric (le buckets), the other categorical")
+    if candidate.numeric:
+        c_edges = np.array(candidate.keys, dtype=np.float64)
+        r_edges = np.array(reference.keys, dtype=np.float64)
+        if c_edges.shape != r_edges.shape or not np.allclose(
+            c_edges, r_edges, rtol=EDGE_RTOL, atol=0
+        ):
+            raise BinsMismatch(
+                f"bucket edges differ: candidate {_edges(candidate.keys)}, "
+                f"reference {_edges(reference.keys)}"
+            )
+        return _floats(candidate.counts), _floats(reference.counts)
+    keys = list(reference.keys) + sorted(set(candidate.keys) - set(reference.keys), key=str)
+    c = dict(zip(candidate.keys, candidate.counts, strict=True))
+    r = dict(zip(reference.keys, reference.counts, strict=True))
+    return _floats([c.get(k, 0.0) for k in keys]), _floats([r.get(k, 0.0) for k in keys])
+
+
+def psi(current: Sequence[float] | Floats, reference: Sequence[float] | Floats) -> float:
+    """PSI of two count (or proportion) vectors over the same bins."""
+    c, r = _floats(current), _floats(reference)
+    if c.shape != r.shape or c.ndim != 1 or c.size < 2:
+        raise ValueError(f"need two vectors of the same length >= 2, got {c.shape}, {r.shape}")
+    if c.sum() <= 0 or r.sum() <= 0:
+        raise ValueError("a side has no observations")
+    c = np.maximum(c / c.sum(), EPSILON)
+    r = np.maximum(r / r.sum(), EPSILON)
+    return float(np.sum((c - r) * np.log(c / r)))
+
+
+def critical_value(n: float, m: float, bins: int, confidence: float) -> float:
+    """The PSI two no-drift samples of sizes n and m exceed with probability
+    1 - confidence. m = inf means a reference known exactly."""
+    if n <= 0 or m <= 0:
+        return math.inf
+    return float((1 / n + 1 / m) * chi2.ppf(confidence, bins - 1))
+
+
+@dataclass(frozen=True)
+class FeatureObservation:
+    """One feature's candidate and reference this tick. None: no series at all."""
+
+    name: str
+    candidate: Bins | None
+    reference: Bins | None
+    reference_samples: float | None = None  # default: the reference's total
+    candidate_samples: float | None = None  # default: the candidate's total
+
+
+@dataclass(frozen=True)
+class DriftOutcome:
+    status: DriftStatus
+    judgement: Judgement
+
+
+def look_confidence(confidence: float, look: int) -> float:
+    """The confidence of look `look` (1-based) of a stage: alpha / (k (k + 1))."""
+    return 1 - (1 - confidence) / (look * (look + 1))
+
+
+def judge(
+    gate: DriftGate,
+    features: Sequence[FeatureObservation],
+    now: datetime,
+    stage: int = 1,
+    previous: DriftStatus | None = None,
+) -> DriftOutcome:
+    """The gate's verdict: per feature, then on the aggregate (mean or max).
+
+    The aggregate's critical value is conservative under any correlation between
+    features: for the mean, the mean of the features' critical values; for the max,
+    each feature's at confidence 1 - (1 - confidence) / K (Bonferroni)."""
+    looks_before = previous.looks if previous is not None and previous.stage == stage else 0
+    confidence = look_confidence(gate.confidence, looks_before + 1)
+    rows = [_feature(gate, f, confidence) for f in features]
+    problems = [r.message for r in rows if r.verdict == "invalid" and r.message]
+    missing = [r.row.feature for r in rows if r.verdict == "nodata"]
+    thin = [r for r in rows if r.verdict == "inconclusive"]
+    scored = [r for r in rows if r.row.psi is not None]
+    aggregate = critical = None
+    if scored and len(scored) == len(rows):
+        values = [r.row.psi for r in scored if r.row.psi is not None]
+        if gate.aggregate == "mean":
+            aggregate = float(np.mean(values))
+            critical = float(np.mean([r.row.critical_value for r in scored]))
+        else:
+            aggregate = max(values)
+            corrected = 1 - (1 - confidence) / len(rows)
+            critical = max(_feature(gate, f, corrected).critical for f in features)
+    verdict: DriftVerdict
+    if problems:
+        verdict, message = "invalid", "; ".join(problems)
+    elif missing:
+        verdict = "nodata"
+        message = f"no {', '.join(missing)} histogram series in the window: the gate holds"
+    elif thin:
+        verdict = "inconclusive"
+        message = "; ".join(r.message for r in thin if r.message)
+    else:
+        assert aggregate is not None and critical is not None
+        verdict = _band(gate, aggregate, critical)
+        message = _summary(gate, aggregate, critical, verdict, rows)
+    conclusive = verdict in ("stable", "warn", "drift")
+    status = DriftStatus(
+        aggregate=aggregate,
+        critical_value=critical,
+        verdict=verdict,
+        enforced=gate.enforce,
+        stage=stage,
+        looks=looks_before + 1 if conclusive else looks_before,
+        features=[r.row for r in rows],
+        checked_at=timestamp(now),
+        message=message[:4096],
+    )
+    return DriftOutcome(status, _judgement(gate, verdict, message))
+
+
+@dataclass(frozen=True)
+class _Row:
+    row: FeatureDrift
+    critical: float
+    message: str | None = None
+
+    @property
+    def verdict(self) -> DriftVerdict:
+        return self.row.verdict
+
+
+def _feature(gate: DriftGate, obs: FeatureObservation, confidence: float) -> _Row:
+    name = obs.name
+    if obs.candidate is None or obs.reference is None:
+        side = "candidate" if obs.candidate is None else "reference"
+        return _Row(FeatureDrift(feature=name, verdict="nodata"), math.inf, f"{name}: no {side}")
+    try:
+        current, reference = align(obs.candidate, obs.reference)
+    except BinsMismatch as error:
+        row = FeatureDrift(feature=name, verdict="invalid")
+        return _Row(row, math.inf, f"feature {name}: {error}")
+    n = float(obs.candidate_samples if obs.candidate_samples is not None else current.sum())
+    m = float(obs.reference_samples if obs.reference_samples is not None else reference.sum())
+    value = psi(current, reference) if n > 0 and m > 0 else None
+    critical = critical_value(n, m, current.size, confidence)
+    row = FeatureDrift(
+        feature=name,
+        psi=value,
+        critical_value=critical if math.isfinite(critical) else None,
+        candidate_samples=n,
+        reference_samples=m,
+        verdict="inconclusive",
+    )
+    if n < gate.min_samples or value is None:
+        message = f"{name}: {n:.0f} of minSamples {gate.min_samples} candidate observations"
+        if m <= 0:
+            message = f"{name}: the reference has no observations in the window"
+        return _Row(row, critical, message)
+    return _Row(row.model_copy(update={"verdict": _band(gate, value, critical)}), critical)
+
+
+def _band(gate: DriftGate, value: float, critical: float) -> DriftVerdict:
+    if value <= critical:
+        return "stable"
+    if value > gate.max:
+        return "drift"
+    return "warn" if value > gate.warn else "stable"
+
+
+def _summary(
+    gate: DriftGate, aggregate: float, critical: float, verdict: DriftVerdict, rows: list[_Row]
+) -> str:
+    ranked = sorted(
+        (r.row for r in rows if r.row.psi is not None), key=lambda f: f.psi or 0, reverse=True
+    )
+    named = [f for f in ranked if f.verdict in ("drift", "warn")] or ranked[:1]
+    listed = ", ".join(f"{f.feature} {f.psi:.4f}" for f in named)
+    where = f"{gate.aggregate} PSI {aggregate:.4f} (critical value {critical:.4f})"
+    if verdict == "drift":
+        return f"drift: {where} > max {gate.max:g}; features: {listed}"
+    if verdict == "warn":
+        return f"drift warning: {where} > warn {gate.warn:g}; features: {listed}"
+    return f"no drift: {where}; highest: {listed}"
+
+
+def _judgement(gate: DriftGate, verdict: DriftVerdict, message: str) -> Judgement:
+    if not gate.enforce:
+        return Judgement("pass", "DriftObserved", f"observe-only: {message}")
+    if verdict == "invalid":
+        return Judgement("invalid", "DriftBinsMismatch", message)
+    if verdict == "drift":
+        return Judgement("rollback", "DriftDetected", message)
+    if verdict == "nodata":
+        return Judgement("wait", "DriftNoData", message)
+    if verdict == "inconclusive":
+        return Judgement("wait", "DriftInconclusive", f"drift inconclusive: {message}")
+    return Judgement("pass", "DriftPassed", message)
+
+
+_ORDER = ("invalid", "rollback", "pause", "wait", "pass")
+
+
+def combine(first: Judgement | None, second: Judgement | None) -> Judgement | None:
+    """The graver of two verdicts (invalid > rollback > pause > wait > pass); holds
+    from both are reported together, so status says everything the stage waits for."""
+    if first is None or second is None:
+        return first or second
+    a, b = _ORDER.index(first.verdict), _ORDER.index(second.verdict)
+    if a == b and first.verdict in ("wait", "pause"):
+        samples = first.samples if first.samples is not None else second.samples
+        message = f"{first.message}; {second.message}"
+        return Judgement(first.verdict, first.reason, message, samples)
+    graver = first if a <= b else second
+    samples = first.samples if first.samples is not None else second.samples
+    return Judgement(graver.verdict, graver.reason, graver.message, samples)
+
+
+def _floats(values: Sequence[float] | Floats) -> Floats:
+    return np.asarray(values, dtype=np.float64)
+
+
+def _edges(keys: tuple[float, ...] | tuple[str, ...]) -> str:
+    shown = ", ".join(f"{k:g}" if isinstance(k, float) else k for k in keys[:12])
+    return f"[{shown}{', ...' if len(keys) > 12 else ''}]"

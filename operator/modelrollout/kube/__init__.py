@@ -1,0 +1,1 @@
+"""Thin adapters over the Kubernetes API: reads, status writes, Events."""

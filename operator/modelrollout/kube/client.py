@@ -1,0 +1,57 @@
+"""One Kubernetes client and a bounded pool for its blocking calls.
+
+The kubernetes client is synchronous. Its calls run in a small, fixed pool so a
+slow API server can never block kopf's event loop nor spawn a thread per rollout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+T = TypeVar("T")
+REQUEST_TIMEOUT_SECONDS = 15.0
+
+
+class Kube:
+    """The typed entry points the adapters use, all awaited through the pool."""
+
+    def __init__(self, api_client: Any, max_workers: int = 8) -> None:
+        self.api_client = api_client
+        self.core = client.CoreV1Api(api_client)
+        self.apps = client.AppsV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+        self._pool = ThreadPoolExecutor(max_workers, thread_name_prefix="kube")
+
+    @classmethod
+    def from_environment(cls, max_workers: int = 8) -> Kube:
+        """In-cluster credentials when present, else the kubeconfig (KUBECONFIG)."""
+        try:
+            config.load_incluster_config()  # type: ignore[no-untyped-call]
+            api_client = client.ApiClient()
+        except config.ConfigException:
+            api_client = config.new_client_from_config()  # type: ignore[no-untyped-call]
+        return cls(api_client, max_workers)
+
+    async def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT_SECONDS)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.api_client.close()
+
+
+def is_not_found(error: BaseException) -> bool:
+    return isinstance(error, ApiException) and error.status == 404
+
+
+def is_conflict(error: BaseException) -> bool:
+    return isinstance(error, ApiException) and error.status == 409

@@ -1,0 +1,107 @@
+"""Query templating: `{{name}}` variables substituted into the user's PromQL.
+
+Values come from the spec, and model versions are free text, so substitution must
+never change the query's structure: a value is escaped for the string it lands in,
+and free text may only land inside a double-quoted string (a label matcher), where
+escaping makes it inert. Anywhere else it is refused rather than guessed at.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Collection, Mapping
+from datetime import datetime, timedelta
+
+from modelrollout.api.durations import format_promql_duration
+from modelrollout.api.spec import ModelRolloutSpec
+
+FREE_TEXT: frozenset[str] = frozenset({"stable.modelVersion", "candidate.modelVersion"})
+
+_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.]*)\s*\}\}")
+# What a value may hold where no escaping applies: names, numbers and durations.
+_BARE = re.compile(r"[A-Za-z0-9_.:-]*")
+_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r"}
+
+
+class UnknownVariable(ValueError):
+    """A `{{name}}` that no variable answers: a typo in the query."""
+
+    def __init__(self, name: str, known: Collection[str]) -> None:
+        listed = ", ".join(sorted(known))
+        super().__init__(f"unknown variable {{{{{name}}}}} in the query; known: {listed}")
+        self.name = name
+
+
+class UnsafeTemplate(ValueError):
+    """A value placed where escaping cannot keep the query's structure intact."""
+
+
+def render(
+    template: str, variables: Mapping[str, str], free_text: Collection[str] = FREE_TEXT
+) -> str:
+    """Substitute every `{{name}}` (spaces inside the braces allowed), escaping each
+    value for the PromQL string it lands in. Raise UnknownVariable or UnsafeTemplate."""
+    out: list[str] = []
+    context: str | None = None  # the open quote (" ' `), "#" in a comment, or None
+    i = 0
+    while i < len(template):
+        placeholder = _PLACEHOLDER.match(template, i)
+        if placeholder:
+            name = placeholder.group(1)
+            if name not in variables:
+                raise UnknownVariable(name, variables.keys())
+            out.append(_place(name, variables[name], context, name in free_text))
+            i = placeholder.end()
+            continue
+        char = template[i]
+        if context in ('"', "'") and char == "\\":
+            out.append(template[i : i + 2])
+            i += 2
+            continue
+        out.append(char)
+        if context is None and char in "\"'`#":
+            context = char
+        elif char == context or (context == "#" and char == "\n"):
+            context = None
+        i += 1
+    return "".join(out)
+
+
+def _place(name: str, value: str, context: str | None, free: bool) -> str:
+    if context in ('"', "'"):
+        escapes = {**_ESCAPES, context: "\\" + context}
+        return "".join(escapes.get(c, c) for c in value)
+    if free:
+        raise UnsafeTemplate(
+            f"{{{{{name}}}}} is free text and must appear inside a double-quoted string, "
+            f'as in model_version="{{{{{name}}}}}"'
+        )
+    if not _BARE.fullmatch(value):
+        raise UnsafeTemplate(f"{{{{{name}}}}} outside a string holds {value!r}; quote it")
+    return value
+
+
+def variables_for(
+    spec: ModelRolloutSpec, namespace: str, stage_weight: int, interval: str, window: str
+) -> dict[str, str]:
+    """The variables every query may use; unset optionals are empty strings."""
+    return {
+        "namespace": namespace,
+        "stable.deployment": spec.stable.deployment,
+        "candidate.deployment": spec.candidate.deployment,
+        "stable.service": spec.stable.service or "",
+        "candidate.service": spec.candidate.service or "",
+        "stable.modelVersion": spec.stable.model_version or "",
+        "candidate.modelVersion": spec.candidate.model_version or "",
+        "stage.weight": str(stage_weight),
+        "interval": interval,
+        "window": window,
+    }
+
+
+def window_for(stage_started: datetime, now: datetime, interval_seconds: float) -> str:
+    """Time since the stage began as a PromQL range, never shorter than the interval
+    (so a fresh stage still has a rate to read), rounded up to whole seconds."""
+    elapsed = max((now - stage_started).total_seconds(), interval_seconds)
+    return format_promql_duration(timedelta(seconds=math.ceil(elapsed)))

@@ -1,0 +1,208 @@
+"""The whole loop on the local cluster: Deployments whose Ready pods are backed by
+model-server processes, Prometheus scraping them, the operator moving weights, and
+traffic following those weights. Shared by the end-to-end scenarios and the demo."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from statistics import NormalDist
+from typing import Any
+
+import kubernetes
+
+from integration import objects
+from modelrollout.reference import Distribution, Reference, config_map
+from testbed import Prometheus
+from testbed.backends import Backends, modelserver
+from testbed.prometheus import values
+from testbed.traffic import Route, TrafficDriver
+
+Obj = dict[str, Any]
+STABLE, CANDIDATE, ROUTE = "fraud-v1", "fraud-v2", "fraud"
+VERSION_LABEL = "model.mlops.io/version"  # the backend supervisor serves this version
+INTERVAL = 5
+SELECT = 'namespace="{{namespace}}",deployment="{{candidate.deployment}}"'
+ERROR_RATE = (
+    f'(sum(rate(model_requests_total{{{SELECT},code=~"5.."}}[{{{{interval}}}}])) or vector(0))'
+    f" / sum(rate(model_requests_total{{{SELECT}}}[{{{{interval}}}}]))"
+)
+LATENCY_P99 = (
+    "histogram_quantile(0.99, sum by (le) "
+    f"(rate(model_request_duration_seconds_bucket{{{SELECT}}}[{{{{interval}}}}])))"
+)
+SAMPLES = f"sum(increase(model_requests_total{{{SELECT}}}[{{{{window}}}}]))"
+FAULTS = {
+    "error_rate": "model.mlops.io/error-rate",
+    "added_latency": "model.mlops.io/added-latency",
+    "feature_shift": "model.mlops.io/feature-shift",
+}
+
+
+def training_reference() -> Reference:
+    """The model server's own buckets with the proportions its training distribution
+    puts in them: traffic drawn from that distribution shows no drift."""
+    server = modelserver()
+    edges = server.default_buckets().numeric
+    features = []
+    for name, (mean, std) in server.FEATURES.items():
+        cdf = [NormalDist(mean, std).cdf(e) for e in edges[name]]
+        shares = [b - a for a, b in zip([0.0, *cdf], [*cdf, 1.0], strict=True)]
+        features.append(
+            Distribution(name=name, edges=tuple(edges[name]), proportions=tuple(shares))
+        )
+    return Reference(samples=1_000_000, features=tuple(features))
+
+
+def deployment(name: str, replicas: int = 4, **annotations: str) -> Obj:
+    version = name.rsplit("-", 1)[-1]
+    return objects.deployment(
+        name, replicas, version, app="fraud", version_label=VERSION_LABEL, annotations=annotations
+    )
+
+
+def service(name: str) -> Obj:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name},
+        "spec": {"selector": {"deployment": name}, "ports": [{"port": 80, "targetPort": 8080}]},
+    }
+
+
+def http_route() -> Obj:
+    refs = [
+        {"name": STABLE, "port": 80, "weight": 100},
+        {"name": CANDIDATE, "port": 80, "weight": 0},
+    ]
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": ROUTE},
+        "spec": {"parentRefs": [{"name": "gateway"}], "rules": [{"backendRefs": refs}]},
+    }
+
+
+def rollout(prometheus_url: str, strategy: Obj, **overrides: Any) -> Obj:
+    """The fraud model's rollout: error rate and p99 latency SLOs, abort on a spike,
+    samples per stage, and the drift gate against the training reference."""
+    spec: Obj = {
+        "stable": {"deployment": STABLE, "service": STABLE, "modelVersion": "v1"},
+        "candidate": {"deployment": CANDIDATE, "service": CANDIDATE, "modelVersion": "v2"},
+        "trafficRouting": {"gatewayAPI": {"httpRoute": ROUTE}},
+        "strategy": strategy,
+        "analysis": {
+            "interval": f"{INTERVAL}s",
+            "failureLimit": 2,
+            "prometheus": {"address": prometheus_url, "timeout": "3s"},
+            "samplesQuery": SAMPLES,
+            "metrics": [
+                {
+                    "name": "error-rate",
+                    "query": ERROR_RATE,
+                    "slo": {"max": 0.05},
+                    "abort": {"max": 0.2},
+                },
+                {"name": "latency-p99", "query": LATENCY_P99, "slo": {"max": 0.15}},
+            ],
+        },
+        "driftGate": {
+            "histogram": "model_feature_value",
+            "features": sorted(modelserver().FEATURES),
+            "reference": {"configMapRef": {"name": "training"}},
+            "minSamples": 60,
+        },
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(spec.get(key), dict):
+            spec[key] = {**spec[key], **value}
+        else:
+            spec[key] = value
+    return {
+        "apiVersion": "rollouts.mlops.io/v1alpha1",
+        "kind": "ModelRollout",
+        "metadata": {"name": ROUTE},
+        "spec": spec,
+    }
+
+
+@dataclass
+class Stack:
+    """Model servers, Prometheus and traffic for one namespace."""
+
+    client: kubernetes.client.ApiClient
+    namespace: str
+    prometheus: Prometheus
+    apply: Any  # (*manifests) -> None
+    rps: float = 80.0
+    backends: Backends | None = None
+    driver: TrafficDriver | None = None
+    stopped: list[Any] = field(default_factory=list)
+
+    def start(self, candidate_annotations: dict[str, str] | None = None) -> None:
+        """The targets, their model servers and the traffic; the rollout comes next."""
+        self.apply(
+            config_map("training", training_reference()),
+            deployment(STABLE),
+            deployment(CANDIDATE, **(candidate_annotations or {})),
+            service(STABLE),
+            service(CANDIDATE),
+            http_route(),
+        )
+        self.backends = Backends(
+            self.client, [self.namespace], targets=self.prometheus.set_targets
+        ).start()
+        deadline = time.monotonic() + 90
+        while not all(
+            len(self.backends.endpoints(self.namespace, d)) == 4 for d in (STABLE, CANDIDATE)
+        ):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"model servers did not start: {self.backends.backends()}")
+            time.sleep(0.5)
+        self.prometheus.wait_for(
+            f'count(up{{namespace="{self.namespace}"}} == 1)', lambda r: values(r) == [8.0], 60
+        )
+        route = Route("rollout", ROUTE)
+        self.driver = TrafficDriver(
+            self.client, self.namespace, route, self.backends.endpoints, rps=self.rps
+        ).start()
+
+    def close(self) -> None:
+        if self.driver is not None:
+            self.driver.close()
+        if self.backends is not None:
+            self.backends.close()
+
+    def share(self, deployment: str, start: float, end: float) -> float:
+        """The share of requests Prometheus saw `deployment` serve in [start, end]."""
+        window = f"{max(1, round(end - start))}s"
+        selector = f'namespace="{self.namespace}"'
+        query = (
+            f'sum(increase(model_requests_total{{{selector},deployment="{deployment}"}}[{window}]))'
+            f" / sum(increase(model_requests_total{{{selector}}}[{window}]))"
+        )
+        result = self.prometheus.query(query, at=end)["result"]
+        return float(values(result)[0]) if result else 0.0
+
+
+def stage_windows(
+    history: Iterable[Obj], settle: float = 3.0
+) -> list[tuple[int, int, float, float]]:
+    """(stage, weight, start, end) of each completed stage, from status.history: the
+    start moved by `settle` so the traffic follows the new weight, the end by 1s."""
+    entries = list(history)
+    windows = []
+    for entry, following in itertools.pairwise(entries):
+        if entry["to"] != "Progressing" or entry["stage"] == 0:
+            continue
+        start, end = _seconds(entry["time"]) + settle, _seconds(following["time"]) - 1
+        if end - start >= 4:
+            windows.append((entry["stage"], entry["weight"], start, end))
+    return windows
+
+
+def _seconds(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()

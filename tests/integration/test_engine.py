@@ -1,0 +1,309 @@
+"""The rollout engine, end to end on the real control plane: the operator runs as a
+process, kube-controller-manager and kwok make the Deployments' pods ready, and the
+tests read the routing objects the operator writes."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+
+import kubernetes
+import pytest
+
+from . import objects
+from .conftest import Api, Obj, Operator, RouteRecorder, condition, phase, stage
+from .scenario import eventually, gateway_weights, setup
+
+FINALIZER = "rollouts.mlops.io/finalizer"
+
+
+PRESETS = {"1-5-25-100": [1, 5, 25, 100], "5-10-25-50-100": [5, 10, 25, 50, 100]}
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+@pytest.mark.parametrize("router", ["replicas", "gatewayAPI", "istio"])
+def test_a_preset_walks_every_stage_with_each_router(
+    api: Api, operator: Operator, router: str, preset: str
+) -> None:
+    read = setup(api, router, {"preset": preset, "stageDuration": "3s"})
+    for number, weight in enumerate(PRESETS[preset], start=1):
+        obj = api.wait_rollout("model", lambda o, n=number: stage(o) >= n, f"stage {number}", 60)
+        assert stage(obj) == number, "a stage was skipped"
+        assert obj["status"]["weight"] == weight
+        if router == "replicas":
+            candidate = min(10, max(1, -(-10 * weight // 100)))
+            eventually(read, (10 - candidate, candidate))
+            assert obj["status"]["effectiveWeight"] == candidate * 10
+        else:
+            eventually(read, (100 - weight, weight, False))
+    done = api.wait_phase("model", "Succeeded", timeout=30)
+    ready = condition(done, "Ready")
+    assert ready is not None
+    assert ready["status"] == "True"
+    assert done["status"]["observedGeneration"] == done["metadata"]["generation"]
+    assert read() == ((0, 10) if router == "replicas" else (0, 100, False))
+    api.control_plane.kubectl(
+        "wait", "--for=condition=Ready", "mro/model", "-n", api.namespace, "--timeout=5s"
+    )
+    assert FINALIZER not in api.rollout("model")["metadata"].get("finalizers", [])
+
+
+@pytest.mark.parametrize("router", ["gatewayAPI", "istio"])
+def test_a_mirror_stage_mirrors_at_zero_and_stops_after(
+    api: Api, operator: Operator, router: str
+) -> None:
+    stages = [
+        {"weight": 0, "mirror": True, "duration": "4s"},
+        {"weight": 50, "duration": "4s"},
+        {"weight": 100, "duration": "2s"},
+    ]
+    read = setup(api, router, {"stages": stages})
+    api.wait_rollout("model", lambda o: stage(o) == 1, "the mirror stage", 60)
+    eventually(read, (100, 0, True))
+    assert api.rollout("model")["status"]["mirroring"] is True
+    api.wait_rollout("model", lambda o: stage(o) == 2, "stage 2", 30)
+    eventually(read, (50, 50, False))
+    api.wait_phase("model", "Succeeded", timeout=30)
+
+
+def test_abort_is_one_write_and_retry_starts_over(api: Api, operator: Operator) -> None:
+    stages = [{"weight": 10, "duration": "2s"}, {"weight": 50, "duration": "10m"}]
+    stages.append({"weight": 100, "duration": "2s"})
+    read = setup(api, "gatewayAPI", {"stages": stages})
+    api.wait_rollout("model", lambda o: stage(o) == 2, "stage 2", 60)
+    eventually(read, (50, 50, False))
+    recorder = RouteRecorder(api, "httproute", "model", gateway_weights)
+    time.sleep(1)
+    api.annotate("model", "abort")
+    rolled_back = api.wait_phase("model", "RolledBack", timeout=30)
+    time.sleep(1)
+    recorder.stop()
+    assert recorder.versions == [(50, 50, False), (100, 0, False)]  # the initial state, one write
+    assert rolled_back["status"]["weight"] == 0
+    assert "rollouts.mlops.io/action" not in rolled_back["metadata"].get("annotations", {})
+    stalled = condition(rolled_back, "Stalled")
+    assert stalled is not None
+    assert stalled["status"] == "True"
+    api.wait_events(
+        "model", lambda e: (e["type"], e["reason"]) == ("Warning", "Aborted"), "Warning Aborted"
+    )
+
+    api.annotate("model", "retry")
+    api.wait_rollout("model", lambda o: stage(o) == 1 and phase(o) == "Progressing", "retry", 30)
+    eventually(read, (90, 10, False))
+
+
+def test_a_manual_stage_waits_for_promote(api: Api, operator: Operator) -> None:
+    stages = [{"weight": 10, "duration": "1s", "approval": "Manual"}]
+    stages.append({"weight": 100, "duration": "1s"})
+    analysis = {"interval": "5s", "prometheus": {"address": "http://127.0.0.1:9"}}
+    read = setup(api, "gatewayAPI", {"stages": stages}, analysis=analysis)
+    paused = api.wait_phase("model", "Paused", timeout=60)
+    assert paused["status"]["history"][-1]["reason"] == "AwaitingApproval"
+    time.sleep(16)  # more than three analysis intervals
+    still = api.rollout("model")
+    assert (phase(still), stage(still)) == ("Paused", 1)
+    assert read() == (90, 10, False)
+    api.annotate("model", "promote")
+    api.wait_phase("model", "Succeeded", timeout=30)
+    assert read() == (0, 100, False)
+
+
+def test_pause_and_resume_hold_the_weight(api: Api, operator: Operator) -> None:
+    stages = [{"weight": 20, "duration": "2s"}, {"weight": 100, "duration": "2s"}]
+    read = setup(api, "gatewayAPI", {"stages": stages})
+    api.wait_rollout("model", lambda o: stage(o) == 1, "stage 1", 60)
+    api.patch_spec("model", {"paused": True})
+    api.wait_phase("model", "Paused")
+    time.sleep(4)
+    assert (stage(api.rollout("model")), read()) == (1, (80, 20, False))
+    api.patch_spec("model", {"paused": False})
+    api.wait_phase("model", "Succeeded")
+
+
+KILL_STAGES = [
+    {"weight": 10, "duration": "3s"},
+    {"weight": 30, "duration": "2s", "approval": "Manual"},
+    {"weight": 60, "duration": "3s"},
+    {"weight": 100, "duration": "3s"},
+]
+
+
+def _no_repeated_events(api: Api) -> None:
+    events = api.events("model")
+    keys = [(e["reason"], e["message"]) for e in events]
+    assert len(keys) == len(set(keys)), keys
+    assert all((e["count"] or 1) == 1 for e in events)
+
+
+def test_killed_in_every_phase_it_writes_what_a_clean_run_writes(
+    api: Api, operator: Operator
+) -> None:
+    recorder = RouteRecorder(api, "httproute", "model", gateway_weights)
+    read = setup(api, "gatewayAPI", {"stages": KILL_STAGES})
+    operator.restart_after_kill()  # Pending, or the first pass
+    api.wait_rollout("model", lambda o: stage(o) == 1, "stage 1", 60)
+    operator.restart_after_kill()  # Progressing
+    api.wait_phase("model", "Paused", timeout=60)
+    operator.restart_after_kill()  # Paused, awaiting approval
+    time.sleep(2)
+    api.annotate("model", "promote")
+    api.wait_rollout("model", lambda o: stage(o) == 3, "stage 3", 60)
+    operator.restart_after_kill()  # Progressing again
+    api.wait_phase("model", "Succeeded", timeout=60)
+    operator.restart_after_kill()  # Succeeded
+    time.sleep(3)
+    recorder.stop()
+    assert phase(api.rollout("model")) == "Succeeded"
+    assert read() == (0, 100, False)
+    weights = [(stable, candidate) for stable, candidate, _ in recorder.distinct()]
+    assert weights == [(100, 0), (90, 10), (70, 30), (40, 60), (0, 100)]
+    _no_repeated_events(api)
+
+
+def test_killed_while_rolling_back_it_still_rolls_back(api: Api, operator: Operator) -> None:
+    recorder = RouteRecorder(api, "httproute", "model", gateway_weights)
+    read = setup(api, "gatewayAPI", {"stages": KILL_STAGES})
+    api.wait_rollout("model", lambda o: stage(o) == 1, "stage 1", 60)
+    eventually(read, (90, 10, False))  # the status is written first, the route next
+    operator.kill()
+    api.annotate("model", "abort")
+    operator.start()
+    api.wait_phase("model", "RollingBack", "RolledBack", timeout=30)
+    operator.restart_after_kill()  # RollingBack or RolledBack
+    api.wait_phase("model", "RolledBack", timeout=30)
+    time.sleep(2)
+    recorder.stop()
+    weights = [(stable, candidate) for stable, candidate, _ in recorder.distinct()]
+    assert weights == [(100, 0), (90, 10), (100, 0)]
+    _no_repeated_events(api)
+
+
+def test_someone_elses_weights_are_reported_and_reasserted(api: Api, operator: Operator) -> None:
+    stages = [{"weight": 20, "duration": "10m"}, {"weight": 100, "duration": "1s"}]
+    read = setup(api, "gatewayAPI", {"stages": stages})
+    api.wait_rollout("model", lambda o: stage(o) == 1, "stage 1", 60)
+    eventually(read, (80, 20, False))
+    api.wait_rollout(
+        "model", lambda o: o.get("status", {}).get("weightConfirmed"), "the weight confirmed"
+    )
+    rules = objects.http_route("model", "model-v1", "model-v2")["spec"]["rules"]
+    api.control_plane.kubectl(  # a person puts it back to 100/0 by hand
+        "patch", "httproute", "model", "-n", api.namespace, "--type=merge",
+        "-p", json.dumps({"spec": {"rules": rules}}),
+    )  # fmt: skip
+    eventually(read, (80, 20, False), timeout=20)
+    warnings = api.wait_events(
+        "model", lambda e: e["reason"] == "WeightOverridden", "WeightOverridden"
+    )
+    assert "restoring 20%" in warnings[0]["message"]
+
+
+def test_a_route_without_the_backends_fails_without_a_write(api: Api, operator: Operator) -> None:
+    route = objects.http_route("model", "model-v1", "someone-else")
+    rollout = objects.rollout(
+        "model", "model-v1", "model-v2", {"gatewayAPI": {"httpRoute": "model"}}
+    )
+    rollout["spec"]["stable"]["service"] = "model-v1"
+    rollout["spec"]["candidate"]["service"] = "model-v2"
+    api.apply(
+        objects.deployment("model-v1"),
+        objects.deployment("model-v2"),
+        objects.service("model-v1"),
+        objects.service("model-v2"),
+        route,
+    )
+    before = api.get("httproute", "model")["metadata"]["resourceVersion"]
+    api.apply(rollout)
+    failed = api.wait_phase("model", "Failed")
+    stalled = condition(failed, "Stalled")
+    assert stalled is not None
+    assert stalled["reason"] == "RoutingInvalid"
+    assert "HTTPRoute model rule 0 has no backendRef for Service model-v2" in stalled["message"]
+    time.sleep(2)
+    assert api.get("httproute", "model")["metadata"]["resourceVersion"] == before
+
+
+def test_a_deleted_candidate_rolls_back(api: Api, operator: Operator) -> None:
+    stages = [{"weight": 20, "duration": "10m"}, {"weight": 100, "duration": "1s"}]
+    read = setup(api, "gatewayAPI", {"stages": stages})
+    api.wait_rollout("model", lambda o: stage(o) == 1, "stage 1", 60)
+    api.control_plane.kubectl("delete", "deployment", "model-v2", "-n", api.namespace)
+    rolled_back = api.wait_phase("model", "RolledBack")
+    assert [h["reason"] for h in rolled_back["status"]["history"]][-2:] == [
+        "CandidateMissing",
+        "RolledBack",
+    ]
+    assert read() == (100, 0, False)
+
+
+def test_a_deleted_stable_pauses_with_a_condition(api: Api, operator: Operator) -> None:
+    stages = [{"weight": 20, "duration": "10m"}, {"weight": 100, "duration": "1s"}]
+    read = setup(api, "gatewayAPI", {"stages": stages})
+    api.wait_rollout("model", lambda o: stage(o) == 1, "stage 1", 60)
+    api.control_plane.kubectl("delete", "deployment", "model-v1", "-n", api.namespace)
+    paused = api.wait_phase("model", "Paused")
+    reconciling = condition(paused, "Reconciling")
+    assert reconciling is not None
+    assert reconciling["reason"] == "StableMissing"
+    assert "stable Deployment model-v1 is gone" in reconciling["message"]
+    assert read() == (80, 20, False)
+
+
+def test_deleting_mid_rollout_gives_traffic_back_to_the_stable(
+    api: Api, operator: Operator
+) -> None:
+    stages = [{"weight": 20, "duration": "10m"}, {"weight": 100, "duration": "1s"}]
+    read = setup(api, "gatewayAPI", {"stages": stages})
+    api.wait_rollout("model", lambda o: stage(o) == 1, "stage 1", 60)
+    assert FINALIZER in api.rollout("model")["metadata"]["finalizers"]
+    eventually(read, (80, 20, False))
+    api.control_plane.kubectl("delete", "mro", "model", "-n", api.namespace, "--timeout=30s")
+    assert read() == (100, 0, False)
+
+
+def test_deletion_is_not_blocked_when_the_targets_are_gone(api: Api, operator: Operator) -> None:
+    stages = [{"weight": 20, "duration": "10m"}, {"weight": 100, "duration": "1s"}]
+    setup(api, "gatewayAPI", {"stages": stages})
+    api.wait_rollout("model", lambda o: stage(o) == 1, "stage 1", 60)
+    api.control_plane.kubectl("delete", "httproute", "model", "-n", api.namespace)
+    api.control_plane.kubectl("delete", "deployment", "--all", "-n", api.namespace)
+    api.control_plane.kubectl("delete", "mro", "model", "-n", api.namespace, "--timeout=30s")
+
+
+def test_fifty_rollouts_in_ten_namespaces(
+    api: Api,
+    k8s: kubernetes.client.ApiClient,
+    operator_factory: Callable[[list[str]], Operator],
+) -> None:
+    core = kubernetes.client.CoreV1Api(k8s)
+    namespaces = [f"{api.namespace}-{i}" for i in range(10)]
+    for ns in namespaces:
+        core.create_namespace({"metadata": {"name": ns}})
+    try:
+        apis = [Api(api.control_plane, k8s, ns) for ns in namespaces]
+        for ns_api in apis:
+            manifests: list[Obj] = []
+            for i in range(5):
+                manifests += [
+                    objects.deployment(f"m{i}-v1", replicas=2),
+                    objects.deployment(f"m{i}-v2", replicas=0, version="v2"),
+                    objects.rollout(
+                        f"m{i}", f"m{i}-v1", f"m{i}-v2", {"replicas": {"totalReplicas": 2}},
+                        strategy={"preset": "1-5-25-100", "stageDuration": "2s"},
+                    ),
+                ]  # fmt: skip
+            ns_api.apply(*manifests)
+        operator_factory(namespaces)
+        deadline = time.monotonic() + 240
+        for ns_api in apis:
+            for i in range(5):
+                left = max(1.0, deadline - time.monotonic())
+                done = ns_api.wait_phase(f"m{i}", "Succeeded", timeout=left)
+                assert done["status"]["stage"] == 4
+                assert ns_api.get("deployment", f"m{i}-v2")["spec"]["replicas"] == 2
+                assert ns_api.get("deployment", f"m{i}-v1")["spec"]["replicas"] == 0
+    finally:
+        for ns in namespaces:
+            core.delete_namespace(ns)

@@ -1,0 +1,53 @@
+"""Prometheus is asked only while a stage is being judged."""
+
+from __future__ import annotations
+
+from world import World, gateway_spec
+
+from modelrollout.controller.analysis import _queries, analysis_due
+from modelrollout.core.machine import Judgement
+from modelrollout.metrics.template import variables_for
+
+ANALYSIS = {"interval": "5s", "prometheus": {"address": "http://p:9090"}}
+STAGES = {
+    "stages": [
+        {"weight": 10, "duration": "5s", "approval": "Manual"},
+        {"weight": 100, "duration": "5s"},
+    ]
+}
+
+
+def test_queries_run_while_judging_and_while_blind_only() -> None:
+    world = World(gateway_spec(strategy=STAGES, analysis=ANALYSIS))
+    assert not analysis_due(world.spec, world.status)  # nothing moved yet: preflight only
+    world.tick()
+    assert world.status.phase == "Progressing"
+    assert analysis_due(world.spec, world.status)
+    world.judgement = Judgement("pause", "AnalysisUnavailable", "Prometheus unreachable")
+    world.tick()
+    assert world.status.phase == "Paused"
+    assert analysis_due(world.spec, world.status)  # to notice that it sees again
+    world.judgement = Judgement("pass")
+    world.run_until(lambda w: w.status.history[-1].reason == "AwaitingApproval")
+    world.judgement = None  # nothing is queried while it waits for a person
+    assert not analysis_due(world.spec, world.status)
+    paused = world.spec.model_copy(update={"paused": True})
+    world.action = "promote"
+    world.tick()
+    assert world.status.phase == "Progressing"
+    assert not analysis_due(paused, world.status)
+    world.action = "pause"
+    world.tick()
+    assert not analysis_due(world.spec, world.status)
+
+
+def test_a_compare_metric_with_thresholds_judges_the_candidate() -> None:
+    query = 'sum(rate(errors{deployment="{{target.deployment}}"}[{{interval}}]))'
+    compare = {"direction": "increase"}
+    metric = {"name": "errors", "query": query, "slo": {"max": 0.1}, "compare": compare}
+    spec = gateway_spec(analysis={**ANALYSIS, "metrics": [metric]})
+    variables = variables_for(spec, "ns", 5, "5s", "30s")
+    queries = _queries(spec, variables)
+    assert queries["errors"] == 'sum(rate(errors{deployment="v2"}[5s]))'
+    assert queries["errors@candidate"] == queries["errors"]
+    assert queries["errors@stable"] == 'sum(rate(errors{deployment="v1"}[5s]))'
