@@ -451,3 +451,23 @@ def test_a_promote_waits_for_the_candidates_readiness_instead_of_being_lost() ->
     assert world.status.history[-1].reason == "Promoted"
     world.tick(seconds=5)
     assert world.status.stage == 3  # the next stage runs its course
+
+
+def test_a_promote_full_waits_for_the_candidates_readiness_instead_of_being_lost() -> None:
+    world = World(gateway_spec(), stable=Workload(10, 10, 10), candidate=Workload(10, 1, 1))
+    world.run_until(lambda w: w.status.stage == 2)
+    world.action = "promote-full"
+    world.tick()
+    assert world.action is None  # consumed
+    assert world.status.stage == 2
+    assert "replicas ready to take 100% at stage 4" in world.status.message
+    world.tick()
+    world.tick()
+    assert world.status.stage == 2
+    world.candidate = Workload(10, 10, 10)
+    world.tick()
+    assert world.status.stage == 4
+    assert world.status.history[-1].reason == "PromotedFull"
+    world.tick(seconds=5)
+    assert world.status.stage == 4  # the last stage runs its course
+    assert world.status.phase == "Progressing"

@@ -489,8 +489,12 @@ class _Tick:
         s = self.status
         index = s.stage - 1
         stage = self.stages[index]
-        if action == "promote-full":
-            self._advance_to(len(self.stages) - 1, "PromotedFull")
+        last = len(self.stages)
+        if action == "promote-full" or s.stage < s.approved_stage == last - 1:
+            # every stage before the last approved, in status: a jump that waits for
+            # the candidate's readiness is carried out later, not lost
+            s.approved_stage = max(s.approved_stage, last - 1)
+            self._advance_to(last - 1, "PromotedFull")
             return
         if action == "promote" or s.approved_stage >= s.stage:
             # recorded in status, so a promote waiting for the candidate's readiness
