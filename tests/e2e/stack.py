@@ -34,6 +34,15 @@ LATENCY_P99 = (
     "histogram_quantile(0.99, sum by (le) "
     f"(rate(model_request_duration_seconds_bucket{{{SELECT}}}[{{{{interval}}}}])))"
 )
+# The p99 bar sits a bucket above the scheduling hiccups of a busy 2-core test machine
+# (one request in (0.1, 0.25] of a 5s window puts p99 near 0.2); the regression the
+# scenarios inject adds 0.3s to every request.
+LATENCY_SLO = 0.25
+# At the default 0.99 each enforcing stage may alarm by chance with probability up to
+# 1%, about 1% of a five-stage rollout here: across the suite's rollouts that is a
+# test failure every few runs. The scenarios' shift (PSI about 2.5 on one feature)
+# clears the critical value at this confidence from the first conclusive look.
+DRIFT_CONFIDENCE = 0.9999
 SAMPLES = f"sum(increase(model_requests_total{{{SELECT}}}[{{{{window}}}}]))"
 FAULTS = {
     "error_rate": "model.mlops.io/error-rate",
@@ -106,7 +115,7 @@ def rollout(prometheus_url: str, strategy: Obj, **overrides: Any) -> Obj:
                     "slo": {"max": 0.05},
                     "abort": {"max": 0.2},
                 },
-                {"name": "latency-p99", "query": LATENCY_P99, "slo": {"max": 0.15}},
+                {"name": "latency-p99", "query": LATENCY_P99, "slo": {"max": LATENCY_SLO}},
             ],
         },
         "driftGate": {
@@ -114,6 +123,7 @@ def rollout(prometheus_url: str, strategy: Obj, **overrides: Any) -> Obj:
             "features": sorted(modelserver().FEATURES),
             "reference": {"configMapRef": {"name": "training"}},
             "minSamples": 60,
+            "confidence": DRIFT_CONFIDENCE,
         },
     }
     for key, value in overrides.items():

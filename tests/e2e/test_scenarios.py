@@ -7,10 +7,19 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from integration.conftest import Api, Obj, Operator, RouteRecorder, condition, phase, stage
+from integration.conftest import (
+    Api,
+    Obj,
+    Operator,
+    RouteRecorder,
+    condition,
+    phase,
+    stage,
+    story,
+)
 from integration.scenario import gateway_weights
 
-from .stack import CANDIDATE, FAULTS, ROUTE, Stack, rollout, stage_windows
+from .stack import CANDIDATE, FAULTS, LATENCY_SLO, ROUTE, Stack, rollout, stage_windows
 
 FIVE_STAGES = {"preset": "5-10-25-50-100", "stageDuration": "10s", "minSamples": 30}
 ALL_WEIGHTS = [(100, 0), (95, 5), (90, 10), (75, 25), (50, 50), (0, 100)]
@@ -84,11 +93,11 @@ def test_a_latency_regression_rolls_back_at_the_stage_where_it_shows(
     api.wait_rollout(ROUTE, lambda o: stage(o) == 2, "stage 2", 120)
     fault(api, added_latency="0.3")
     done = api.wait_phase(ROUTE, "RolledBack", "Succeeded", timeout=120)
-    assert phase(done) == "RolledBack"
+    assert phase(done) == "RolledBack", story(done)
     cause = done["status"]["history"][-2]
     assert (cause["reason"], cause["stage"]) == ("FailureLimitReached", 2)
     assert "latency-p99" in cause["message"]
-    assert "slo.max 0.15" in cause["message"]
+    assert f"slo.max {LATENCY_SLO:g}" in cause["message"]
     assert weights(recorder) == [(100, 0), (95, 5), (90, 10), (100, 0)]
     assert assert_shares_follow_weights(stack, done) >= 1
     api.wait_events(
@@ -102,7 +111,7 @@ def test_an_error_spike_rolls_back_at_once(api: Api, operator: Operator, stack: 
     api.wait_rollout(ROUTE, lambda o: stage(o) == 3, "stage 3", 150)
     fault(api, error_rate="0.6")
     done = api.wait_phase(ROUTE, "RolledBack", "Succeeded", timeout=60)
-    assert phase(done) == "RolledBack"
+    assert phase(done) == "RolledBack", story(done)
     cause = done["status"]["history"][-2]
     assert (cause["reason"], cause["stage"]) == ("AbortThresholdBreached", 3)
     assert "error-rate" in cause["message"]
@@ -118,7 +127,7 @@ def test_drift_on_one_feature_rolls_back_naming_it(
 ) -> None:
     recorder = begin(api, stack, FIVE_STAGES, {FAULTS["feature_shift"]: SHIFT})
     done = api.wait_phase(ROUTE, "RolledBack", "Succeeded", timeout=120)
-    assert phase(done) == "RolledBack"
+    assert phase(done) == "RolledBack", story(done)
     cause = done["status"]["history"][-2]
     assert cause["reason"] == "DriftDetected"
     assert "features: amount " in cause["message"]
@@ -139,7 +148,7 @@ def test_observe_only_drift_succeeds_with_a_warning(
     }
     begin(api, stack, strategy, {FAULTS["feature_shift"]: SHIFT}, driftGate={"enforce": False})
     done = api.wait_phase(ROUTE, "Succeeded", "RolledBack", timeout=180)
-    assert phase(done) == "Succeeded"
+    assert phase(done) == "Succeeded", story(done)
     assert done["status"]["drift"]["verdict"] == "drift"
     warned = condition(done, "Drift")
     assert warned is not None
@@ -204,7 +213,7 @@ def test_the_operator_killed_mid_stage_resumes_where_it_was(
     time.sleep(5)
     operator.start()
     done = api.wait_phase(ROUTE, "Succeeded", "RolledBack", timeout=300)
-    assert phase(done) == "Succeeded"
+    assert phase(done) == "Succeeded", story(done)
     assert weights(recorder) == ALL_WEIGHTS
     stages = [h["stage"] for h in done["status"]["history"] if h["to"] == "Progressing"]
     assert stages == [1, 2, 3, 4, 5]  # none repeated, none skipped
@@ -224,7 +233,7 @@ def test_prometheus_restarted_mid_stage_pauses_then_continues(
     assert stage(blind) == 2
     stack.prometheus.start()
     done = api.wait_phase(ROUTE, "Succeeded", "RolledBack", timeout=300)
-    assert phase(done) == "Succeeded"
+    assert phase(done) == "Succeeded", story(done)
     assert weights(recorder) == ALL_WEIGHTS
     reasons = [h["reason"] for h in done["status"]["history"]]
     assert "AnalysisUnavailable" in reasons

@@ -291,5 +291,17 @@ def phase(obj: Obj) -> str | None:
     return result
 
 
+def story(obj: Obj) -> str:
+    """The rollout's message and history, for an assertion that failed on its phase."""
+    status = obj.get("status") or {}
+    lines = [f"phase {status.get('phase')}: {status.get('message')}"]
+    for entry in status.get("history", []):
+        lines.append(
+            f"  {entry.get('time')} stage {entry.get('stage')} {entry.get('from')} -> "
+            f"{entry.get('to')} {entry.get('reason')}: {entry.get('message')}"
+        )
+    return "\n".join(lines)
+
+
 def stage(obj: Obj) -> int:
     return int((obj.get("status") or {}).get("stage", 0))

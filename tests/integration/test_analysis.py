@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from testbed import Prometheus, free_port, procs
 from testbed.prometheus import values
 
-from .conftest import Api, Obj, Operator, condition, phase, stage
+from .conftest import Api, Obj, Operator, condition, phase, stage, story
 from .scenario import Exporters, eventually, setup
 
 INTERVAL = 5
@@ -171,7 +171,7 @@ def test_a_failing_slo_holds_then_rolls_back_after_the_failure_limit(
         60,
     )
     assert stage(held) == 1
-    assert phase(held) == "Progressing"
+    assert phase(held) == "Progressing", story(held)
     assert read() == (90, 10, False)
     rolled_back = api.wait_phase("model", "RolledBack", timeout=30)
     assert rolled_back["status"]["history"][-2]["reason"] == "FailureLimitReached"
@@ -246,7 +246,7 @@ def test_a_result_that_is_not_one_finite_sample_holds(
     status = metric(held, "judged")
     assert (status["verdict"], status["noData"]) == ("nodata", kind)
     assert stage(held) == 1
-    assert phase(held) == "Progressing"
+    assert phase(held) == "Progressing", story(held)
     assert read() == (90, 10, False)
 
 

@@ -21,7 +21,7 @@ from testbed import Prometheus, free_port, procs
 from testbed.prometheus import values
 
 from . import objects
-from .conftest import Api, Obj, Operator, condition, phase, stage
+from .conftest import Api, Obj, Operator, condition, phase, stage, story
 from .scenario import Exporters, setup
 
 INTERVAL = 5
@@ -171,7 +171,7 @@ def test_observe_only_warns_and_still_promotes(
     spec = drift_spec(prometheus, CONFIG_MAP, enforce=False)
     setup(api, "gatewayAPI", {"stages": STAGES}, **spec)
     done = api.wait_phase("model", "Succeeded", "RolledBack", timeout=90)
-    assert phase(done) == "Succeeded"
+    assert phase(done) == "Succeeded", story(done)
     assert drift_of(done)["verdict"] == "drift"
     assert drift_of(done)["enforced"] is False
     warned = condition(done, "Drift")
