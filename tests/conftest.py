@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import kubernetes
 import pytest
@@ -23,6 +23,7 @@ from testbed.procs import Spawn
 
 INTEGRATION_FIXTURES = {"control_plane", "k8s", "namespace", "prometheus", "spawn"}
 _first_proc = pytest.StashKey[int]()
+_worker_leaks = pytest.StashKey[list[str]]()
 
 
 def _unavailable(err: MissingPrerequisite) -> NoReturn:
@@ -130,14 +131,32 @@ def pytest_runtest_makereport(
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """Fail the run if a process the test bed started outlived its fixture."""
+    """Fail the run if a process the test bed started outlived its fixture.
+
+    Under pytest-xdist each worker hands its leaks to the controller (workeroutput),
+    whose exit status is the run's."""
     leaked = procs.leaked()
-    if not leaked:
+    names = [f"{p.name} (pid {p.pid}, log {p.log})" for p in leaked]
+    if leaked:
+        procs.stop_all()
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["testbed_leaks"] = names
         return
-    names = ", ".join(f"{p.name} (pid {p.pid}, log {p.log})" for p in leaked)
+    names += session.config.stash.get(_worker_leaks, [])
+    if not names:
+        return
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
         reporter.write_line("")
-        reporter.write_sep("!", f"TESTBED LEAK: still running after the session: {names}", red=True)
-    procs.stop_all()
+        message = f"TESTBED LEAK: still running after the session: {', '.join(names)}"
+        reporter.write_sep("!", message, red=True)
     session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """pytest-xdist, in the controller: collect a finished worker's leaks."""
+    leaks = getattr(node, "workeroutput", {}).get("testbed_leaks", [])
+    config: pytest.Config = node.config
+    config.stash[_worker_leaks] = [*config.stash.get(_worker_leaks, []), *leaks]

@@ -67,10 +67,16 @@ def ensure_crds() -> dict[str, Path]:
             files = sorted(_module_dir(module, version).glob(pattern))
             if not files:
                 raise MissingPrerequisite(f"{module}@{version} has no {pattern}")
-            shutil.rmtree(folder, ignore_errors=True)
-            folder.mkdir(parents=True)
+            # Built aside and renamed into place: parallel test workers may race here.
+            CRD_CACHE.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=f"{name}.", dir=CRD_CACHE))
             for f in files:
-                (folder / f.name).write_bytes(f.read_bytes())  # module cache files are 0444
-            stamp.write_text(f"{module}@{version}")
+                (staging / f.name).write_bytes(f.read_bytes())  # module cache files are 0444
+            (staging / ".version").write_text(f"{module}@{version}")
+            shutil.rmtree(folder, ignore_errors=True)
+            try:
+                staging.rename(folder)
+            except OSError:  # another worker put it there first
+                shutil.rmtree(staging, ignore_errors=True)
         folders[name] = folder
     return folders
