@@ -435,39 +435,30 @@ def test_an_approval_stage_with_min_samples_waits_without_flapping() -> None:
     assert world.status.stage == 2
 
 
-def test_a_promote_waits_for_the_candidates_readiness_instead_of_being_lost() -> None:
+@pytest.mark.parametrize(
+    ("action", "waiting", "to_stage", "reason"),
+    [
+        ("promote", "1 of 3 replicas ready to take 25% at stage 3", 3, "Promoted"),
+        ("promote-full", "1 of 10 replicas ready to take 100% at stage 4", 4, "PromotedFull"),
+    ],
+)
+def test_a_promote_waits_for_the_candidates_readiness_instead_of_being_lost(
+    action: str, waiting: str, to_stage: int, reason: str
+) -> None:
     world = World(gateway_spec(), stable=Workload(10, 10, 10), candidate=Workload(10, 1, 1))
     world.run_until(lambda w: w.status.stage == 2)
-    world.action = "promote"
+    world.action = action
     world.tick()
     assert world.action is None  # consumed
     assert world.status.stage == 2
-    assert "1 of 3 replicas ready to take 25% at stage 3" in world.status.message
-    world.tick()
-    world.tick()
-    world.candidate = Workload(10, 10, 10)
-    world.tick()
-    assert world.status.stage == 3
-    assert world.status.history[-1].reason == "Promoted"
-    world.tick(seconds=5)
-    assert world.status.stage == 3  # the next stage runs its course
-
-
-def test_a_promote_full_waits_for_the_candidates_readiness_instead_of_being_lost() -> None:
-    world = World(gateway_spec(), stable=Workload(10, 10, 10), candidate=Workload(10, 1, 1))
-    world.run_until(lambda w: w.status.stage == 2)
-    world.action = "promote-full"
-    world.tick()
-    assert world.action is None  # consumed
-    assert world.status.stage == 2
-    assert "replicas ready to take 100% at stage 4" in world.status.message
+    assert waiting in world.status.message
     world.tick()
     world.tick()
     assert world.status.stage == 2
     world.candidate = Workload(10, 10, 10)
     world.tick()
-    assert world.status.stage == 4
-    assert world.status.history[-1].reason == "PromotedFull"
+    assert world.status.stage == to_stage
+    assert world.status.history[-1].reason == reason
     world.tick(seconds=5)
-    assert world.status.stage == 4  # the last stage runs its course
+    assert world.status.stage == to_stage  # that stage runs its course
     assert world.status.phase == "Progressing"
