@@ -261,6 +261,31 @@ def test_deleting_mid_rollout_gives_traffic_back_to_the_stable(
     eventually(read, (80, 20, False))
     api.control_plane.kubectl("delete", "mro", "model", "-n", api.namespace, "--timeout=30s")
     assert read() == (100, 0, False)
+    api.wait_events("model", lambda e: e["reason"] == "Released", "Released")
+    time.sleep(1)  # room for a second one, which must not come
+    released = [e for e in api.events("model") if e["reason"] == "Released"]
+    assert [e["count"] or 1 for e in released] == [1]  # by the daemon alone
+
+
+def test_a_deletion_while_the_operator_is_down_gives_traffic_back_once_it_returns(
+    api: Api, operator: Operator
+) -> None:
+    stages = [{"weight": 20, "duration": "10m"}, {"weight": 100, "duration": "1s"}]
+    read = setup(api, "gatewayAPI", {"stages": stages})
+    api.wait_rollout("model", lambda o: stage(o) == 1, "stage 1", 60)
+    eventually(read, (80, 20, False))
+    operator.kill()
+    api.control_plane.kubectl("delete", "mro", "model", "-n", api.namespace, "--wait=false")
+    held = api.rollout("model")
+    assert held["metadata"].get("deletionTimestamp")  # the finalizer holds it
+    assert read() == (80, 20, False)
+    operator.start()
+    api.control_plane.kubectl(
+        "wait", "--for=delete", "mro/model", "-n", api.namespace, "--timeout=60s"
+    )
+    assert read() == (100, 0, False)
+    [released] = api.wait_events("model", lambda e: e["reason"] == "Released", "Released")
+    assert "deleted at stage 1 (20%)" in released["message"]
 
 
 def test_deletion_is_not_blocked_when_the_targets_are_gone(api: Api, operator: Operator) -> None:

@@ -44,6 +44,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.connect_timeout = 10
     settings.posting.level = logging.INFO
     memo.kube = Kube.from_environment()
+    memo.driven = set()  # uids of rollouts whose daemon here runs or released them
     memo.sources = MetricsSources(memo.kube, ThreadPoolExecutor(8, thread_name_prefix="prometheus"))
 
 
@@ -89,6 +90,7 @@ async def wake_on_change(body: kopf.Body, memo: kopf.Memo, type: str, **_: Any) 
     """Wake the daemon for a new generation or action, not for our own status writes."""
     if type == "DELETED":
         telemetry.forget(str(body.metadata.namespace), str(body.metadata.name))
+        memo.driven.discard(str(body.metadata.uid))
         return
     key = (body.metadata.get("generation"), body.metadata.annotations.get(ACTION_ANNOTATION))
     if memo.get("seen") != key:
@@ -144,17 +146,38 @@ async def drive_rollout(
 ) -> None:
     claims: kopf.Index[tuple[str, str, str], Claimant] = kwargs["rollout_claims"]
     wake = _wake_event(memo)
-    while not stopped:
-        wake.clear()
-        try:
-            with telemetry.timed(telemetry.RECONCILE):
-                delay = await reconcile(memo.kube, memo.sources, body, claims, logger)
-        except Exception:
-            telemetry.RECONCILE_ERRORS.inc()
-            logger.exception("reconcile failed; retrying in %.0fs", ERROR_BACKOFF_SECONDS)
-            delay = ERROR_BACKOFF_SECONDS
-        await _sleep(stopped, wake, delay)
-    if stopped.reason and kopf.DaemonStoppingReason.RESOURCE_DELETED in stopped.reason:
+    driven: set[str] = memo.driven
+    uid = str(body.metadata.uid)
+    driven.add(uid)
+    deleted = False
+    try:
+        while not stopped:
+            wake.clear()
+            try:
+                with telemetry.timed(telemetry.RECONCILE):
+                    delay = await reconcile(memo.kube, memo.sources, body, claims, logger)
+            except Exception:
+                telemetry.RECONCILE_ERRORS.inc()
+                logger.exception("reconcile failed; retrying in %.0fs", ERROR_BACKOFF_SECONDS)
+                delay = ERROR_BACKOFF_SECONDS
+            await _sleep(stopped, wake, delay)
+        # after the last pass, so no write of this daemon can follow the release
+        reason = stopped.reason
+        deleted = reason is not None and kopf.DaemonStoppingReason.RESOURCE_DELETED in reason
+        if deleted:
+            await release(memo.kube, body, logger)
+    finally:
+        if not deleted:  # a deleted one stays until the object is gone (wake_on_change)
+            driven.discard(uid)
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
+async def release_undriven(body: kopf.Body, memo: kopf.Memo, logger: Logger, **_: Any) -> None:
+    """A rollout deleted while no operator ran: kopf starts no daemon for a resource
+    already being deleted, so the daemon's release never comes; this gives the traffic
+    back instead. `optional`: it adds no finalizer of its own (the daemon's is enough).
+    kopf may call it again while the daemon winds down, so it keys on the daemon."""
+    if str(body.metadata.uid) not in memo.driven:
         await release(memo.kube, body, logger)
 
 
