@@ -3,14 +3,21 @@ with the operator running: thresholds, blindness, no data, comparison."""
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from modelrollout.api.spec import ModelRolloutSpec
+from modelrollout.controller.analysis import MetricsSources
+from modelrollout.core.slo import Value
+from modelrollout.kube.client import Kube
+from modelrollout.metrics.prometheus import PrometheusSource
 from testbed import Prometheus, free_port, procs
 from testbed.prometheus import values
 
@@ -392,3 +399,53 @@ def test_a_prometheus_behind_tls_a_token_and_a_tenant_header(
     assert "HTTP 401" in unavailable["message"]
     assert "bad or missing bearer token" in unavailable["message"]
     assert read() == (100, 0, False)
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "prometheus-auth"}}
+    api.apply({**secret, "stringData": {"token": "s3cret", "ca.crt": pki.ca_cert.read_text()}})
+    done = api.wait_phase("model", "Succeeded", timeout=90)  # the fixed token, next tick
+    assert metric(done, "error-rate")["verdict"] == "pass"
+
+
+def test_a_rotated_token_replaces_its_connection_instead_of_adding_one(
+    api: Api, prometheus: Prometheus
+) -> None:
+    def token(value: str) -> None:
+        meta = {"name": "prometheus-auth"}
+        api.apply(
+            {"apiVersion": "v1", "kind": "Secret", "metadata": meta, "stringData": {"token": value}}
+        )
+
+    spec = ModelRolloutSpec.model_validate(
+        {
+            "stable": {"deployment": "v1"},
+            "candidate": {"deployment": "v2"},
+            "trafficRouting": {"replicas": {}},
+            "strategy": {"preset": "1-5-25-100"},
+            "analysis": {
+                "prometheus": {
+                    "address": prometheus.url,
+                    "bearerTokenSecretRef": {"name": "prometheus-auth", "key": "token"},
+                },
+                "metrics": [{"name": "up", "query": "vector(1)", "slo": {"min": 1}}],
+            },
+        }
+    )
+
+    async def sources_over_a_rotation() -> tuple[list[PrometheusSource], int, Any]:
+        sources = MetricsSources(Kube(api.control_plane.api_client()), ThreadPoolExecutor(1))
+        try:
+            token("first")
+            seen = [await sources.source(spec, api.namespace) for _ in range(2)]
+            token("second")
+            seen += [await sources.source(spec, api.namespace) for _ in range(2)]
+            reading = await seen[-1].instant("vector(1)")
+            return seen, sources.connections, reading
+        finally:
+            sources.close()
+            sources.kube.close()
+
+    (first, again, rotated, kept), connections, reading = asyncio.run(sources_over_a_rotation())
+    assert first is again  # unchanged credentials reuse the connection
+    assert rotated is not first  # the new token is used from the next tick
+    assert kept is rotated
+    assert connections == 1  # replaced, not added: rotations do not pile up
+    assert reading == Value(1.0)  # and it reads

@@ -47,13 +47,19 @@ class SecretProblem(Exception):
 
 @dataclass
 class MetricsSources:
-    """Prometheus sources shared by rollouts with the same connection settings."""
+    """Prometheus sources shared by rollouts with the same connection settings.
+
+    Secrets are read every tick, so a rotated token or CA applies at the next one. A
+    source is kept per connection (its address, header names and Secret references,
+    and the namespace when it reads Secrets); new credentials replace that
+    connection's source, so rotations do not pile up sources. A replaced source is
+    dropped, not closed: a query of another rollout may still be using it."""
 
     kube: Kube
     pool: Executor
 
     def __post_init__(self) -> None:
-        self._sources: dict[tuple[Any, ...], PrometheusSource] = {}
+        self._sources: dict[tuple[Any, ...], tuple[tuple[Any, ...], PrometheusSource]] = {}
         self.references = ReferenceCache(self.kube)
         self._ca_dir = Path(tempfile.mkdtemp(prefix="modelrollout-ca-"))
 
@@ -83,19 +89,35 @@ class MetricsSources:
             if not path.exists():
                 path.write_bytes(ca)
             ca_file = str(path)
-        key = (connection.address, tuple(sorted(headers.items())), ca_file, connection.timeout)
-        if key not in self._sources:
-            self._sources[key] = PrometheusSource(
-                connection.address,
-                headers=headers,
-                timeout_seconds=parse_duration(connection.timeout).total_seconds(),
-                pool=self.pool,
-                ca_file=ca_file,
-            )
-        return self._sources[key]
+        token_ref, ca_ref = connection.bearer_token_secret_ref, connection.ca_secret_ref
+        connection_key = (
+            namespace if token_ref or ca_ref else None,
+            connection.address,
+            connection.timeout,
+            tuple(sorted(connection.headers or {})),
+            (token_ref.name, token_ref.key) if token_ref else None,
+            (ca_ref.name, ca_ref.key) if ca_ref else None,
+        )
+        settings = (tuple(sorted(headers.items())), ca_file)
+        known = self._sources.get(connection_key)
+        if known is not None and known[0] == settings:
+            return known[1]
+        source = PrometheusSource(
+            connection.address,
+            headers=headers,
+            timeout_seconds=parse_duration(connection.timeout).total_seconds(),
+            pool=self.pool,
+            ca_file=ca_file,
+        )
+        self._sources[connection_key] = (settings, source)
+        return source
+
+    @property
+    def connections(self) -> int:
+        return len(self._sources)
 
     def close(self) -> None:
-        for source in self._sources.values():
+        for _, source in self._sources.values():
             source.close()
 
 
