@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from typing import Any
 
 import kubernetes
 import pytest
@@ -251,14 +252,20 @@ def test_a_deleted_stable_pauses_with_a_condition(api: Api, operator: Operator) 
     assert read() == (80, 20, False)
 
 
-def test_deleting_mid_rollout_gives_traffic_back_to_the_stable(
-    api: Api, operator: Operator
-) -> None:
+def holding_twenty_percent(api: Api) -> Callable[[], tuple[Any, ...]]:
+    """A gatewayAPI rollout at stage 1 (20%) for ten minutes; the route's reader."""
     stages = [{"weight": 20, "duration": "10m"}, {"weight": 100, "duration": "1s"}]
     read = setup(api, "gatewayAPI", {"stages": stages})
     api.wait_rollout("model", lambda o: stage(o) == 1, "stage 1", 60)
-    assert FINALIZER in api.rollout("model")["metadata"]["finalizers"]
     eventually(read, (80, 20, False))
+    return read
+
+
+def test_deleting_mid_rollout_gives_traffic_back_to_the_stable(
+    api: Api, operator: Operator
+) -> None:
+    read = holding_twenty_percent(api)
+    assert FINALIZER in api.rollout("model")["metadata"]["finalizers"]
     api.control_plane.kubectl("delete", "mro", "model", "-n", api.namespace, "--timeout=30s")
     assert read() == (100, 0, False)
     api.wait_events("model", lambda e: e["reason"] == "Released", "Released")
@@ -270,10 +277,7 @@ def test_deleting_mid_rollout_gives_traffic_back_to_the_stable(
 def test_a_deletion_while_the_operator_is_down_gives_traffic_back_once_it_returns(
     api: Api, operator: Operator
 ) -> None:
-    stages = [{"weight": 20, "duration": "10m"}, {"weight": 100, "duration": "1s"}]
-    read = setup(api, "gatewayAPI", {"stages": stages})
-    api.wait_rollout("model", lambda o: stage(o) == 1, "stage 1", 60)
-    eventually(read, (80, 20, False))
+    read = holding_twenty_percent(api)
     operator.kill()
     api.control_plane.kubectl("delete", "mro", "model", "-n", api.namespace, "--wait=false")
     held = api.rollout("model")
@@ -289,9 +293,7 @@ def test_a_deletion_while_the_operator_is_down_gives_traffic_back_once_it_return
 
 
 def test_deletion_is_not_blocked_when_the_targets_are_gone(api: Api, operator: Operator) -> None:
-    stages = [{"weight": 20, "duration": "10m"}, {"weight": 100, "duration": "1s"}]
-    setup(api, "gatewayAPI", {"stages": stages})
-    api.wait_rollout("model", lambda o: stage(o) == 1, "stage 1", 60)
+    holding_twenty_percent(api)
     api.control_plane.kubectl("delete", "httproute", "model", "-n", api.namespace)
     api.control_plane.kubectl("delete", "deployment", "--all", "-n", api.namespace)
     api.control_plane.kubectl("delete", "mro", "model", "-n", api.namespace, "--timeout=30s")
