@@ -4,16 +4,25 @@ tests read the routing objects the operator writes."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import kopf
 import kubernetes
 import pytest
+from kopf._core.engines import posting
+
+from modelrollout.controller.analysis import MetricsSources
+from modelrollout.controller.reconcile import reconcile
+from modelrollout.kube.client import Kube
 
 from . import objects
-from .conftest import Api, Obj, Operator, RouteRecorder, condition, phase, stage
+from .conftest import Api, Obj, Operator, RouteRecorder, condition, phase, stage, story
 from .scenario import eventually, gateway_weights, setup
 
 FINALIZER = "rollouts.mlops.io/finalizer"
@@ -93,6 +102,50 @@ def test_abort_is_one_write_and_retry_starts_over(api: Api, operator: Operator) 
     api.annotate("model", "retry")
     api.wait_rollout("model", lambda o: stage(o) == 1 and phase(o) == "Progressing", "retry", 30)
     eventually(read, (90, 10, False))
+
+
+def test_a_pass_on_a_stale_copy_does_not_undo_the_last_write(api: Api, operator: Operator) -> None:
+    """kopf hands the daemon a body that lags our own writes until their watch events
+    arrive. A pass on the copy from before a rollback once saw the route at 0%,
+    took it for a change by someone else and restored 50% (CI, 2026-11-23)."""
+    stages = [{"weight": 50, "duration": "10m"}, {"weight": 100, "duration": "2s"}]
+    read = setup(api, "gatewayAPI", {"stages": stages})
+    api.wait_rollout("model", lambda o: stage(o) == 1, "stage 1", 60)
+    eventually(read, (50, 50, False))
+    stale = api.rollout("model")
+    api.annotate("model", "abort")
+    api.wait_phase("model", "RolledBack", timeout=30)
+    operator.kill()
+    stored = api.rollout("model")
+
+    events = asyncio.run(_one_pass(api, stale))
+
+    assert read() == (100, 0, False)
+    after = api.rollout("model")
+    assert after["status"] == stored["status"], story(after)
+    assert not [e for e in events if e["reason"] == "WeightOverridden"], events
+
+
+async def _one_pass(api: Api, body: Obj) -> list[Obj]:
+    """One in-process `reconcile` on `body`, against the real API server; the Events
+    it would post are returned instead (kopf posts them only inside its operator)."""
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    posting.settings_var.set(kopf.OperatorSettings())
+    posting.event_queue_var.set(queue)
+    posting.event_queue_loop_var.set(asyncio.get_running_loop())
+    kube = Kube(kubernetes.client.ApiClient(api.client.configuration))
+    sources = MetricsSources(kube, ThreadPoolExecutor(1))
+    try:
+        logger = logging.getLogger("test-reconcile")
+        await reconcile(kube, sources, kopf.Body(body), {}, logger)
+    finally:
+        sources.close()
+        kube.close()
+    events = []
+    while not queue.empty():
+        event = queue.get_nowait()
+        events.append({"type": event.type, "reason": event.reason, "message": event.message})
+    return events
 
 
 def test_a_manual_stage_waits_for_promote(api: Api, operator: Operator) -> None:

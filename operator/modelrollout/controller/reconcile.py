@@ -76,27 +76,35 @@ def workload(deployment: Manifest | None) -> Workload | None:
 async def reconcile(
     kube: Kube, sources: MetricsSources, body: kopf.Body, claims: ClaimsIndex, logger: Logger
 ) -> float:
-    """Run one pass over a rollout; return the seconds until the next one is due."""
+    """Run one pass over a rollout; return the seconds until the next one is due.
+
+    The pass reads the rollout afresh instead of trusting kopf's `body`: the watch
+    event of our own last write may not have arrived yet, and a pass on the status
+    before that write would undo it (restore the weight a rollback just removed)."""
     namespace, name = str(body.metadata.namespace), str(body.metadata.name)
-    generation = int(body.metadata.get("generation", 0))
-    raw_status: dict[str, Any] = dict(body.get("status") or {})
+    rollout = await _read_own(kube, namespace, name, str(body.metadata.uid))
+    if rollout is None:
+        return CONFLICT_RETRY_SECONDS  # deleted or replaced: kopf stops this daemon
+    metadata: dict[str, Any] = rollout["metadata"]
+    generation = int(metadata.get("generation", 0))
+    raw_status: dict[str, Any] = dict(rollout.get("status") or {})
     status = ModelRolloutStatus.model_validate(raw_status)
     now = datetime.now(UTC)
     spec: ModelRolloutSpec | None = None
     checks = None
     try:
-        spec = ModelRolloutSpec.model_validate(dict(body.spec))
+        spec = ModelRolloutSpec.model_validate(rollout.get("spec") or {})
     except ValidationError as error:
         decision = _invalid_spec(status, generation, error, now)
     else:
         observations = await _observe(
-            kube, sources, namespace, body, spec, status, claims, generation, now
+            kube, sources, namespace, rollout, spec, status, claims, generation, now
         )
         decision = step(spec, status, observations, now)
         checks = observations.metrics
 
     try:
-        await _persist(kube, namespace, name, body, generation, raw_status, decision)
+        await _persist(kube, namespace, name, rollout, raw_status, decision)
     except Exception as error:
         if is_conflict(error):
             logger.info("the rollout changed while reconciling; retrying with the new version")
@@ -111,20 +119,31 @@ async def reconcile(
     return decision.requeue_after or INVALID_SPEC_RECHECK_SECONDS
 
 
+async def _read_own(kube: Kube, namespace: str, name: str, uid: str) -> dict[str, Any] | None:
+    """The stored rollout, or None once it is gone or a new object took its name."""
+    try:
+        rollout = await read_rollout(kube, namespace, name)
+    except Exception as error:
+        if is_not_found(error):
+            return None
+        raise
+    return rollout if rollout["metadata"].get("uid") == uid else None
+
+
 async def _persist(
     kube: Kube,
     namespace: str,
     name: str,
-    body: kopf.Body,
-    generation: int,
+    rollout: Mapping[str, Any],
     raw_status: dict[str, Any],
     decision: Decision,
 ) -> None:
     """Consume the action annotation, then write the status, each guarded by the
     resourceVersion. A conflict caused by metadata alone (kopf adding its finalizer,
-    say) is retried on the fresh version: the spec the decision came from is
-    unchanged. A new generation is not: the pass is recomputed from the new spec."""
-    version = str(body.metadata.get("resourceVersion"))
+    say) is retried on the fresh version: the spec and status the decision came from
+    are unchanged. Anything else is not: the pass is recomputed from the new version."""
+    metadata = rollout["metadata"]
+    version = str(metadata.get("resourceVersion"))
     consume = next((a.name for a in decision.actions if isinstance(a, ConsumeAction)), None)
     for attempt in range(3):
         try:
@@ -140,8 +159,11 @@ async def _persist(
                 raise
             current = await read_rollout(kube, namespace, name)
             annotations = current["metadata"].get("annotations") or {}
-            same_spec = current["metadata"].get("generation") == generation
-            if not same_spec or (consume and annotations.get(ACTION_ANNOTATION) != consume):
+            unchanged = (
+                current["metadata"].get("generation") == metadata.get("generation")
+                and (current.get("status") or {}) == raw_status
+            )
+            if not unchanged or (consume and annotations.get(ACTION_ANNOTATION) != consume):
                 raise
             version = str(current["metadata"]["resourceVersion"])
 
@@ -150,7 +172,7 @@ async def _observe(
     kube: Kube,
     sources: MetricsSources,
     namespace: str,
-    body: kopf.Body,
+    rollout: Mapping[str, Any],
     spec: ModelRolloutSpec,
     status: ModelRolloutStatus,
     claims: ClaimsIndex,
@@ -174,7 +196,8 @@ async def _observe(
     if awaiting_start(status):
         judgement = await analysis.preflight(spec, namespace, sources)
         missing = await _missing_before_start(kube, namespace, spec, snapshot, route is None)
-        me = claimant_of(str(body.metadata.name), body.metadata, body.get("status") or {})
+        metadata = rollout["metadata"]
+        me = claimant_of(str(metadata["name"]), metadata, rollout.get("status") or {})
         claimants = {
             ref: list(claims.get((namespace, ref.kind, ref.name), ()))
             for ref in claimed_objects(spec)
@@ -188,7 +211,7 @@ async def _observe(
         candidate=workload(candidate),
         route=route,
         judgement=judgement,
-        action=body.metadata.annotations.get(ACTION_ANNOTATION),
+        action=(rollout["metadata"].get("annotations") or {}).get(ACTION_ANNOTATION),
         metrics=tuple(tick.outcome.metrics) if tick else None,
         samples=tick.outcome.samples if tick else None,
         analysis_errors=tick.outcome.errors if tick else None,
@@ -263,16 +286,20 @@ async def _act(
 
 async def release(kube: Kube, body: kopf.Body, logger: Logger) -> None:
     """The rollout is being deleted: give all traffic back to the stable if it was
-    mid-flight. Missing targets are not an error; there is nothing left to restore."""
-    status = ModelRolloutStatus.model_validate(dict(body.get("status") or {}))
+    mid-flight. Missing targets are not an error; there is nothing left to restore.
+    The stored status is read afresh, as in `reconcile`: kopf's may lag our last write."""
+    namespace, name = str(body.metadata.namespace), str(body.metadata.name)
+    rollout: Mapping[str, Any] = (
+        await _read_own(kube, namespace, name, str(body.metadata.uid)) or body
+    )
+    status = ModelRolloutStatus.model_validate(dict(rollout.get("status") or {}))
     if status.phase in TERMINAL_PHASES or status.stage == 0:
         return
     try:
-        spec = ModelRolloutSpec.model_validate(dict(body.spec))
+        spec = ModelRolloutSpec.model_validate(dict(rollout.get("spec") or {}))
     except ValidationError:
         return
     target = RouteTarget(0, False, 0, status.total_replicas)
-    namespace = str(body.metadata.namespace)
     try:
         await router_for(spec, kube, namespace).apply(target)
     except RouteProblem as problem:
