@@ -124,6 +124,14 @@ def forget(namespace: str, name: str) -> None:
         _remove(metric, namespace, name)
 
 
+def forget_states() -> None:
+    """A replica that pauses in favour of a peer stops describing rollouts: its last
+    view would freeze there and keep alerts such as PausedTooLong firing. The active
+    replica reports them; the counters stay, as they only ever count this replica."""
+    for metric in (PHASE, STAGE, WEIGHT, ANALYSIS_UNAVAILABLE, DRIFT_PSI):
+        metric.clear()
+
+
 @contextmanager
 def timed(histogram: Histogram) -> Iterator[None]:
     started = time.perf_counter()

@@ -11,7 +11,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import kubernetes
 import pytest
@@ -28,6 +28,7 @@ ROUTES = {
     "virtualservice": ("networking.istio.io", "v1", "virtualservices"),
 }
 Obj = dict[str, Any]
+PEERING_CRDS = Path(__file__).parents[2] / "charts/modelrollout-operator/charts/kopf-peering/crds"
 
 
 @dataclass
@@ -116,6 +117,7 @@ class Operator:
     spawn: Callable[..., procs.Proc]
     namespaces: list[str]
     kubeconfig: Path
+    args: list[str] = field(default_factory=list)
     runs: list[procs.Proc] = field(default_factory=list)
     metrics_port: int = field(default_factory=procs.free_port)
 
@@ -137,6 +139,7 @@ class Operator:
                     "--metrics-port",
                     str(self.metrics_port),
                     *watch,
+                    *self.args,
                 ],
                 env={"KUBECONFIG": str(self.kubeconfig)},
             )
@@ -175,11 +178,16 @@ def helm() -> str:
 
 
 def chart_service_account(
-    control_plane: ControlPlane, helm: str, namespaces: list[str], workdir: Path
+    control_plane: ControlPlane,
+    helm: str,
+    namespaces: list[str],
+    workdir: Path,
+    extra_values: Obj | None = None,
 ) -> tuple[Path, str]:
     """Install the chart's ServiceAccount and RBAC for `namespaces`; return a
     kubeconfig holding that ServiceAccount's token, and the release's label."""
     values = {"watchNamespaces": namespaces, "prometheusSecrets": PROMETHEUS_SECRETS}
+    values |= extra_values or {}
     manifests, release, account = service_account_rbac(helm, namespaces[0], values)
     control_plane.apply(manifests)
     user = f"system:serviceaccount:{namespaces[0]}:{account}"
@@ -198,21 +206,44 @@ def chart_service_account(
     return path, f"app.kubernetes.io/instance={release}"
 
 
+class OperatorFactory(Protocol):
+    def __call__(
+        self,
+        namespaces: list[str],
+        *,
+        values: Obj | None = None,
+        args: list[str] | None = None,
+        like: Operator | None = None,
+    ) -> Operator: ...
+
+
 @pytest.fixture
 def operator_factory(
     control_plane: ControlPlane,
     spawn: Callable[..., procs.Proc],
     helm: str,
     tmp_path: Path,
-) -> Iterator[Callable[[list[str]], Operator]]:
-    """The operator as a real process, under the chart's ServiceAccount and RBAC."""
+) -> Iterator[OperatorFactory]:
+    """The operator as a real process, under the chart's ServiceAccount and RBAC
+    installed with `values`; `like` runs another replica under an earlier one's."""
     made: list[Operator] = []
     releases: list[str] = []
 
-    def make(namespaces: list[str]) -> Operator:
-        kubeconfig, release = chart_service_account(control_plane, helm, namespaces, tmp_path)
-        releases.append(release)
-        op = Operator(control_plane, spawn, namespaces, kubeconfig)
+    def make(
+        namespaces: list[str],
+        *,
+        values: Obj | None = None,
+        args: list[str] | None = None,
+        like: Operator | None = None,
+    ) -> Operator:
+        if like is None:
+            kubeconfig, release = chart_service_account(
+                control_plane, helm, namespaces, tmp_path, values
+            )
+            releases.append(release)
+        else:
+            kubeconfig = like.kubeconfig
+        op = Operator(control_plane, spawn, namespaces, kubeconfig, list(args or []))
         op.start()
         made.append(op)
         return op
@@ -226,8 +257,14 @@ def operator_factory(
             pytest.fail(f"the operator died during the test:\n{op.proc.tail()}")
 
 
+@pytest.fixture(scope="session")
+def peering_crds(control_plane: ControlPlane) -> None:
+    """kopf's peering CRDs, as the chart's kopf-peering subchart installs them."""
+    control_plane.install_crds(PEERING_CRDS)
+
+
 @pytest.fixture
-def operator(operator_factory: Callable[[list[str]], Operator], namespace: str) -> Operator:
+def operator(operator_factory: OperatorFactory, namespace: str) -> Operator:
     """The operator watching the test's namespace."""
     return operator_factory([namespace])
 

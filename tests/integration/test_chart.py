@@ -34,7 +34,6 @@ from testbed.procs import Spawn
 from . import objects
 from .conftest import Api, phase
 
-PEERING_CRDS = CHART / "charts" / "kopf-peering" / "crds"
 RENDER_BASE = ROOT / "hack" / "helm" / "render-base.sh"
 MANIFESTS = ROOT / "manifests"
 PROMETHEUS_OPERATOR = ("github.com/prometheus-operator/prometheus-operator", "v0.85.0")
@@ -110,12 +109,6 @@ def cluster_objects(control_plane: ControlPlane) -> Iterator[list[str]]:
     for selector in selectors:
         kinds = "clusterrole,clusterrolebinding"
         kubectl(control_plane, "delete", kinds, "-l", selector, "--ignore-not-found")
-
-
-@pytest.fixture(scope="session")
-def peering_crds(control_plane: ControlPlane) -> None:
-    """kopf's peering CRDs, as the chart's kopf-peering subchart installs them."""
-    control_plane.install_crds(PEERING_CRDS)
 
 
 @pytest.fixture(scope="session")

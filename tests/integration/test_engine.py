@@ -22,7 +22,17 @@ from modelrollout.controller.reconcile import reconcile
 from modelrollout.kube.client import Kube
 
 from . import objects
-from .conftest import Api, Obj, Operator, RouteRecorder, condition, phase, stage, story
+from .conftest import (
+    Api,
+    Obj,
+    Operator,
+    OperatorFactory,
+    RouteRecorder,
+    condition,
+    phase,
+    stage,
+    story,
+)
 from .scenario import eventually, gateway_weights, setup
 
 FINALIZER = "rollouts.mlops.io/finalizer"
@@ -355,7 +365,7 @@ def test_deletion_is_not_blocked_when_the_targets_are_gone(api: Api, operator: O
 def test_fifty_rollouts_in_ten_namespaces(
     api: Api,
     k8s: kubernetes.client.ApiClient,
-    operator_factory: Callable[[list[str]], Operator],
+    operator_factory: OperatorFactory,
 ) -> None:
     core = kubernetes.client.CoreV1Api(k8s)
     namespaces = [f"{api.namespace}-{i}" for i in range(10)]

@@ -55,9 +55,11 @@ def render(helm: str, values: Obj | None = None, *args: str, **kw: str) -> str:
 def service_account_rbac(
     helm: str, namespace: str, values: Obj, release: str | None = None
 ) -> tuple[str, str, str]:
-    """The chart's ServiceAccount and RBAC in `namespace`: (manifests, release,
-    ServiceAccount name)."""
+    """The chart's ServiceAccount and RBAC in `namespace`, with the peering objects in
+    peering mode: (manifests, release, ServiceAccount name)."""
     release = release or f"r{uuid.uuid4().hex[:6]}"
     shown = ["--show-only", "templates/serviceaccount.yaml", "--show-only", "templates/rbac.yaml"]
+    if (values.get("highAvailability") or {}).get("mode") == "peering":
+        shown += ["--show-only", "templates/peering.yaml"]
     manifests = render(helm, values, *shown, release=release, namespace=namespace)
     return manifests, release, f"{release}-modelrollout-operator"

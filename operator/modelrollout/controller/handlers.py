@@ -162,10 +162,12 @@ async def drive_rollout(
                 delay = ERROR_BACKOFF_SECONDS
             await _sleep(stopped, wake, delay)
         # after the last pass, so no write of this daemon can follow the release
-        reason = stopped.reason
-        deleted = reason is not None and kopf.DaemonStoppingReason.RESOURCE_DELETED in reason
+        reason = stopped.reason or kopf.DaemonStoppingReason(0)
+        deleted = kopf.DaemonStoppingReason.RESOURCE_DELETED in reason
         if deleted:
             await release(memo.kube, body, logger)
+        if kopf.DaemonStoppingReason.OPERATOR_PAUSING in reason:
+            telemetry.forget_states()  # a peer of higher priority took over
     finally:
         if not deleted:  # a deleted one stays until the object is gone (wake_on_change)
             driven.discard(uid)
