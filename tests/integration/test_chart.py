@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from modelrollout.__main__ import parse_args
+from modelrollout.core.targets import routing_kinds
 from testbed import ControlPlane, procs
 from testbed.binaries import _module_dir
 from testbed.helm import CHART, render, service_account_rbac, template
@@ -57,8 +58,7 @@ OPERATOR_RULES = [
     rule("", "events", "create patch"),
     rule("apps", "deployments", "get list watch patch"),
     rule("", "services configmaps", "get"),
-    rule("gateway.networking.k8s.io", "httproutes", "get patch"),
-    rule("networking.istio.io", "virtualservices", "get patch"),
+    *(rule(kind.group, kind.plural, "get patch") for kind in routing_kinds()),
 ]
 CRD_READS = rule("apiextensions.k8s.io", "customresourcedefinitions", "list watch")
 
@@ -535,8 +535,7 @@ ALLOWED = [
     ("patch", "deployments.apps"),
     ("get", "services"),
     ("get", "configmaps"),
-    ("patch", "httproutes.gateway.networking.k8s.io"),
-    ("patch", "virtualservices.networking.istio.io"),
+    *(("patch", kind.resource) for kind in routing_kinds()),
     ("get", "secrets/prom-token"),
 ]
 DENIED = [
@@ -550,8 +549,8 @@ DENIED = [
     ("list", "secrets"),
     ("get", "secrets/other-secret"),
     ("delete", "events"),
-    ("create", "httproutes.gateway.networking.k8s.io"),
-    ("update", "virtualservices.networking.istio.io"),
+    *(("create", kind.resource) for kind in routing_kinds()),
+    *(("update", kind.resource) for kind in routing_kinds()),
     ("create", "roles.rbac.authorization.k8s.io"),
 ]
 

@@ -6,12 +6,13 @@ the person reading it there.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
 from modelrollout.api.base import ApiModel, Rule
 from modelrollout.api.durations import DURATION_PATTERN, parse_duration
+from modelrollout.api.objects import ObjectKind
 
 Duration = Annotated[str, Field(pattern=DURATION_PATTERN, max_length=32)]
 DeploymentName = Annotated[
@@ -79,8 +80,24 @@ class CandidateRef(ApiModel):
     )
 
 
-class ReplicasRouting(ApiModel):
+class RoutingMethod(ApiModel):
+    """One way of moving weight. A method that drives a routing object names its kind
+    here, so the controller, the machine and the RBAC all learn it from one place."""
+
+    object_kind: ClassVar[ObjectKind | None] = None
+    can_mirror: ClassVar[bool] = False
+    needs_services: ClassVar[bool] = True
+
+    @property
+    def object_name(self) -> str | None:
+        """Name of the routing object in the rollout's namespace (None: no object)."""
+        return None
+
+
+class ReplicasRouting(RoutingMethod):
     """No mesh: one Service selects both Deployments and replica counts set the split."""
+
+    needs_services: ClassVar[bool] = False
 
     total_replicas: int | None = Field(
         None,
@@ -93,8 +110,13 @@ class ReplicasRouting(ApiModel):
     )
 
 
-class GatewayAPIRouting(ApiModel):
+class GatewayAPIRouting(RoutingMethod):
     """Weights on the two backendRefs of a Gateway API HTTPRoute rule."""
+
+    object_kind: ClassVar[ObjectKind | None] = ObjectKind(
+        "HTTPRoute", "gateway.networking.k8s.io", "v1", "httproutes"
+    )
+    can_mirror: ClassVar[bool] = True
 
     http_route: ObjectName = Field(
         description="Name of the HTTPRoute (gateway.networking.k8s.io/v1) in this namespace."
@@ -107,9 +129,18 @@ class GatewayAPIRouting(ApiModel):
         "and candidate Services. Default: 0.",
     )
 
+    @property
+    def object_name(self) -> str | None:
+        return self.http_route
 
-class IstioRouting(ApiModel):
+
+class IstioRouting(RoutingMethod):
     """Destination weights in an Istio VirtualService HTTP route."""
+
+    object_kind: ClassVar[ObjectKind | None] = ObjectKind(
+        "VirtualService", "networking.istio.io", "v1", "virtualservices"
+    )
+    can_mirror: ClassVar[bool] = True
 
     virtual_service: ObjectName = Field(
         description="Name of the VirtualService (networking.istio.io) in this namespace."
@@ -120,9 +151,9 @@ class IstioRouting(ApiModel):
         description="Name of the entry in spec.http to manage. Unset means the first entry.",
     )
 
-
-def _count_set(*values: object) -> int:
-    return sum(value is not None for value in values)
+    @property
+    def object_name(self) -> str | None:
+        return self.virtual_service
 
 
 class TrafficRouting(ApiModel):
@@ -138,18 +169,51 @@ class TrafficRouting(ApiModel):
         None, description="Set weights on an Istio VirtualService HTTP route."
     )
 
-    rules = (
-        Rule(
-            cel="(has(self.replicas) ? 1 : 0) + (has(self.gatewayAPI) ? 1 : 0)"
-            " + (has(self.istio) ? 1 : 0) == 1",
-            message="trafficRouting needs exactly one of replicas, gatewayAPI or istio",
-            holds=lambda m: _count_set(m.replicas, m.gateway_api, m.istio) == 1,
-        ),
-    )
+    @property
+    def method(self) -> RoutingMethod:
+        """The one method set (the rule below guarantees exactly one)."""
+        chosen = [m for m in self.methods() if m is not None]
+        assert len(chosen) == 1, chosen
+        return chosen[0]
+
+    def methods(self) -> list[RoutingMethod | None]:
+        return [getattr(self, name) for name in type(self).model_fields]
 
     @property
     def can_mirror(self) -> bool:
-        return self.replicas is None
+        return self.method.can_mirror
+
+
+def routing_methods(where: str = "self") -> dict[str, tuple[str, type[RoutingMethod]]]:
+    """Each method's wire name, with its `has()` test in CEL and its model."""
+    out: dict[str, tuple[str, type[RoutingMethod]]] = {}
+    for name, info in TrafficRouting.model_fields.items():
+        alias = info.alias or name
+        model = next(a for a in info.annotation.__args__ if a is not type(None))  # type: ignore[union-attr]
+        out[alias] = (f"has({where}.{alias})", model)
+    return out
+
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else names[0]
+
+
+def _any_of(tests: list[str]) -> str:
+    return "(" + " || ".join(tests) + ")" if tests else "false"
+
+
+TrafficRouting.rules = (
+    Rule(
+        cel=" + ".join(f"({test} ? 1 : 0)" for test, _ in routing_methods().values()) + " == 1",
+        message=f"trafficRouting needs exactly one of {_listed(list(routing_methods()))}",
+        holds=lambda m: sum(x is not None for x in m.methods()) == 1,
+    ),
+)
+_ROUTED = routing_methods("self.trafficRouting")
+_MIRRORING = [alias for alias, (_, model) in _ROUTED.items() if model.can_mirror]
+_NOT_MIRRORING = _any_of([test for test, model in _ROUTED.values() if not model.can_mirror])
+_SERVICED = [alias for alias, (_, model) in _ROUTED.items() if model.needs_services]
+_NEEDS_SERVICES = _any_of([test for test, model in _ROUTED.values() if model.needs_services])
 
 
 class Stage(ApiModel):
@@ -560,6 +624,15 @@ class DriftGate(ApiModel):
     aggregate: Literal["mean", "max"] = Field(
         "mean", description="How per-feature PSI combines: mean or max. Default: mean."
     )
+    feature_max: float = Field(
+        0.5,
+        gt=0,
+        le=10,
+        description="PSI of any single feature (or of the scores) beyond which the gate fails "
+        "whatever the aggregate, since a mean dilutes one feature far out among many. 0.5 is "
+        "about a 0.7-sigma shift of one feature over decile bins; one sigma gives about 0.93. "
+        "Default: 0.5.",
+    )
     enforce: bool = Field(
         True,
         description="true rolls back on drift beyond max; false only records and warns "
@@ -608,9 +681,14 @@ def _mirror_needs_router(m: ModelRolloutSpec) -> bool:
 
 
 def _services_when_routed(m: ModelRolloutSpec) -> bool:
-    if m.traffic_routing.replicas is not None:
+    if not m.traffic_routing.method.needs_services:
         return True
     return m.stable.service is not None and m.candidate.service is not None
+
+
+def _dry_run_can_see_the_candidate(m: ModelRolloutSpec) -> bool:
+    judged = m.analysis is not None or m.drift_gate is not None
+    return not (m.dry_run and judged and not m.traffic_routing.can_mirror)
 
 
 def _samples_query_when_needed(m: ModelRolloutSpec) -> bool:
@@ -642,8 +720,10 @@ class ModelRolloutSpec(ApiModel):
     )
     dry_run: bool = Field(
         False,
-        description="Evaluate every stage and record verdicts, but move no traffic. Default: "
-        "false.",
+        description="Walk every stage and judge it, but serve the candidate nothing: the "
+        "router mirrors each stage's share of the stable's traffic to the candidate (answers "
+        "discarded), so its metrics are real. Needs a router that can mirror when analysis or "
+        "driftGate is set. Default: false.",
     )
     paused: bool = Field(
         False, description="Hold the rollout at its current weight. Default: false."
@@ -657,9 +737,8 @@ class ModelRolloutSpec(ApiModel):
             field_path=".candidate.deployment",
         ),
         Rule(
-            cel="has(self.trafficRouting.replicas) || "
-            "(has(self.stable.service) && has(self.candidate.service))",
-            message="gatewayAPI and istio routing need stable.service and candidate.service",
+            cel=f"!{_NEEDS_SERVICES} || (has(self.stable.service) && has(self.candidate.service))",
+            message=f"{' and '.join(_SERVICED)} routing need stable.service and candidate.service",
             holds=_services_when_routed,
         ),
         Rule(
@@ -670,11 +749,20 @@ class ModelRolloutSpec(ApiModel):
             field_path=".candidate.service",
         ),
         Rule(
-            cel="!has(self.trafficRouting.replicas) || !has(self.strategy.stages) || "
+            cel=f"!{_NOT_MIRRORING} || !has(self.strategy.stages) || "
             "!self.strategy.stages.exists(s, has(s.mirror) && s.mirror)",
-            message="mirror stages need a router that can mirror (gatewayAPI or istio)",
+            message=f"mirror stages need a router that can mirror ({_listed(_MIRRORING)})",
             holds=_mirror_needs_router,
             field_path=".strategy.stages",
+        ),
+        Rule(
+            cel=f"!has(self.dryRun) || !self.dryRun || !{_NOT_MIRRORING} || "
+            "(!has(self.analysis) && !has(self.driftGate))",
+            message="a dry run evaluates the candidate on mirrored traffic, which needs a router "
+            f"that can mirror ({_listed(_MIRRORING)}); with this router the candidate gets no "
+            "traffic in a dry run, so its analysis and drift gate could never be judged",
+            holds=_dry_run_can_see_the_candidate,
+            field_path=".dryRun",
         ),
         Rule(
             cel=f"!({_NEEDS_SAMPLES_CEL}) || (has(self.analysis) && "

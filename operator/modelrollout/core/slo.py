@@ -22,38 +22,15 @@ from modelrollout.api.status import MetricStatus, NoDataKind, SamplesStatus, Thr
 from modelrollout.api.status import Verdict as MetricVerdict
 from modelrollout.core.compare import CompareResult
 from modelrollout.core.conditions import timestamp
-from modelrollout.core.machine import Judgement
-
-
-@dataclass(frozen=True)
-class Value:
-    """Exactly one finite sample."""
-
-    value: float
-
-
-@dataclass(frozen=True)
-class NoData:
-    """A result that is not one finite sample: holds, never passes or fails."""
-
-    kind: NoDataKind
-
-
-@dataclass(frozen=True)
-class QueryFailed:
-    """Prometheus unreachable, timed out or answered 5xx: we are blind, not failing."""
-
-    message: str
-
-
-@dataclass(frozen=True)
-class QueryRejected:
-    """Prometheus refused the PromQL (400 bad_data): retrying cannot help."""
-
-    message: str
-
-
-Reading = Value | NoData | QueryFailed | QueryRejected
+from modelrollout.core.context import StageContext
+from modelrollout.core.types import (
+    Judgement,
+    NoData,
+    QueryFailed,
+    QueryRejected,
+    Reading,
+    Value,
+)
 
 
 @dataclass(frozen=True)
@@ -103,30 +80,29 @@ def _sample(raw: object) -> Value | NoData:
 
 
 def evaluate(
-    analysis: Analysis,
-    stage: int,
+    *,
+    context: StageContext,
     readings: Mapping[str, Reading],
     samples: Reading | None,
     previous: Sequence[MetricStatus],
     errors_before: int,
-    window_seconds: float,
-    min_samples: int | None,
-    now: datetime,
-    compare_results: Mapping[str, CompareResult] = _NO_COMPARISONS,
+    comparisons: Mapping[str, CompareResult] = _NO_COMPARISONS,
 ) -> AnalysisOutcome:
     """Judge one tick. `readings` holds each metric's instant query (for a metric
-    with compare, also the failure of its range queries); `compare_results` holds
-    the judge's verdict for each metric with compare whose queries succeeded."""
+    with compare, also the failure of its range queries); `comparisons` holds the
+    judge's verdict for each metric with compare whose queries succeeded; `previous`
+    and `errors_before` are what the last tick left in status."""
+    analysis, stage = context.analysis, context.number
     before = {m.name: m for m in previous}
     statuses = [
         _judge_metric(
             metric,
             readings.get(metric.name),
-            compare_results.get(metric.name),
+            comparisons.get(metric.name),
             before.get(metric.name),
             stage,
             analysis.failure_limit,
-            timestamp(now),
+            timestamp(context.now),
         )
         for metric in analysis.metrics
     ]
@@ -137,7 +113,7 @@ def evaluate(
     errors = errors_before + 1 if blind else 0
     count = samples.value if isinstance(samples, Value) else None
     judgement = replace(_judge(analysis, stage, statuses, queried, errors), samples=count)
-    progress = _samples_status(count, min_samples, window_seconds)
+    progress = _samples_status(count, context.stage.min_samples, context.window_seconds)
     return AnalysisOutcome(statuses, progress, errors, judgement)
 
 
@@ -148,7 +124,7 @@ def _judge_metric(
     previous: MetricStatus | None,
     stage: int,
     failure_limit: int,
-    checked_at: str,
+    checked_at: datetime,
 ) -> MetricStatus:
     name = metric.name
     parts: list[tuple[MetricVerdict, str]] = []
@@ -303,3 +279,17 @@ def _describe(reading: Reading) -> str:
     if isinstance(reading, QueryFailed | QueryRejected):
         return reading.message
     return f"{reading.value:.6g}"
+
+
+def preflight_judgement(readings: Mapping[str, Reading]) -> Judgement | None:
+    """Before any traffic moves, every query is asked once: the first refused one
+    fails the rollout (it can never work), an unreachable source holds it, and data
+    or no data is fine (nothing is judged yet). Keys may carry `@side` suffixes."""
+    for name, reading in readings.items():
+        if isinstance(reading, QueryRejected):
+            what = name.split("@")[0]
+            message = f"Prometheus refused the query of {what}: {reading.message}"
+            return Judgement("invalid", "InvalidQuery", message)
+        if isinstance(reading, QueryFailed):
+            return Judgement("pause", "AnalysisUnavailable", f"before stage 1: {reading.message}")
+    return None
