@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import kopf
 
-from modelrollout import telemetry
+from modelrollout import egress, telemetry
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -39,6 +40,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=8080,
         help="serve the operator's Prometheus metrics on this port (0: off); default 8080",
     )
+    parser.add_argument(
+        "--allowed-addresses",
+        metavar="RULES",
+        default=os.environ.get(egress.ENVIRONMENT, egress.DEFAULT),
+        help="where outbound calls (Prometheus, webhooks, receivers) may go: comma-separated "
+        "host patterns and CIDRs, e.g. '*.svc,10.0.0.0/8'; default $"
+        f"{egress.ENVIRONMENT} or '{egress.DEFAULT}' (in-cluster Services only)",
+    )
     parser.add_argument("--log-format", choices=["plain", "full", "json"], default="json")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser.parse_args(argv)
@@ -46,6 +55,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    try:
+        egress.AddressPolicy.parse(args.allowed_addresses)
+    except ValueError as error:
+        print(f"modelrollout-operator: --allowed-addresses: {error}", file=sys.stderr)
+        return 2
+    os.environ[egress.ENVIRONMENT] = args.allowed_addresses  # read by the startup handler
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat[args.log_format.upper()])
     import modelrollout.controller.handlers  # noqa: F401  (registers the handlers)
 

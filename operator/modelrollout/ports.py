@@ -30,6 +30,12 @@ class Objects(Protocol):
         `metadata.resourceVersion` in it makes a concurrent change fail (409) instead of
         being overwritten."""
 
+    async def delete(self, kind: ObjectKind, namespace: str, name: str) -> None:
+        """Delete the object and what it owns, in the background; gone already is fine."""
+
+    async def list(self, kind: ObjectKind, namespace: str, selector: str) -> list[Manifest]:
+        """The objects matching a label selector."""
+
 
 @dataclass(frozen=True)
 class Snapshot:

@@ -109,6 +109,10 @@ def api(control_plane: ControlPlane, k8s: kubernetes.client.ApiClient, namespace
     return Api(control_plane, k8s, namespace)
 
 
+# The test bed's servers listen on loopback; the operator's default admits Services only.
+LOOPBACK_ALLOWED = {"MODELROLLOUT_ALLOWED_ADDRESSES": "127.0.0.0/8"}
+
+
 @dataclass
 class Operator:
     """`python -m modelrollout` as a real process, which tests may kill and restart."""
@@ -120,6 +124,7 @@ class Operator:
     args: list[str] = field(default_factory=list)
     runs: list[procs.Proc] = field(default_factory=list)
     metrics_port: int = field(default_factory=procs.free_port)
+    env: dict[str, str] = field(default_factory=lambda: dict(LOOPBACK_ALLOWED))
 
     @property
     def proc(self) -> procs.Proc:
@@ -141,7 +146,7 @@ class Operator:
                     *watch,
                     *self.args,
                 ],
-                env={"KUBECONFIG": str(self.kubeconfig)},
+                env={"KUBECONFIG": str(self.kubeconfig), **self.env},
             )
         )
         return self.proc

@@ -38,6 +38,7 @@ class FakeObjects:
 
     store: dict[Key, Manifest] = field(default_factory=dict)
     applied: list[tuple[str, Manifest]] = field(default_factory=list)
+    deleted: list[Key] = field(default_factory=list)
     version: int = 1
 
     def put(self, kind: ObjectKind, manifest: Manifest) -> None:
@@ -62,6 +63,20 @@ class FakeObjects:
         body["metadata"].pop("resourceVersion", None)
         self.put(kind, _merged(current, body))
         self.applied.append((kind.kind, copy.deepcopy(self.store[key])))
+
+    async def delete(self, kind: ObjectKind, namespace: str, name: str) -> None:
+        self.deleted.append((kind.kind, namespace, name))
+        self.store.pop((kind.kind, namespace, name), None)
+
+    async def list(self, kind: ObjectKind, namespace: str, selector: str) -> list[Manifest]:
+        wanted = dict(pair.split("=", 1) for pair in selector.split(",") if pair)
+        return [
+            copy.deepcopy(m)
+            for (k, ns, _), m in self.store.items()
+            if k == kind.kind
+            and ns == namespace
+            and wanted.items() <= (m["metadata"].get("labels") or {}).items()
+        ]
 
 
 Answer = Reading | Series | list[float]

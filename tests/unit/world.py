@@ -17,6 +17,7 @@ from modelrollout.api.status import DriftStatus
 from modelrollout.core.machine import route_target, step
 from modelrollout.core.types import (
     Action,
+    CheckObservation,
     ConsumeAction,
     Decision,
     EmitEvent,
@@ -66,6 +67,7 @@ class World:
     route_problem: str | None = None
     judgement: Judgement | None = None
     drift: DriftStatus | None = None
+    checks: tuple[CheckObservation, ...] = ()
     action: str | None = None
     writes: list[RouteTarget] = field(default_factory=list)
     scales: list[Scale] = field(default_factory=list)
@@ -89,6 +91,7 @@ class World:
             judgement=self.judgement,
             action=self.action,
             drift=self.drift,
+            checks=self.checks,
         )
 
     @staticmethod

@@ -33,6 +33,8 @@ DEPLOYMENT = ObjectKind("Deployment", "apps", "v1", "deployments")
 SERVICE = ObjectKind("Service", "", "v1", "services")
 CONFIG_MAP = ObjectKind("ConfigMap", "", "v1", "configmaps")
 SECRET = ObjectKind("Secret", "", "v1", "secrets")
+JOB = ObjectKind("Job", "batch", "v1", "jobs")
+POD = ObjectKind("Pod", "", "v1", "pods")
 
 
 @dataclass(frozen=True, order=True)

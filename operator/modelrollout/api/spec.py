@@ -6,7 +6,7 @@ the person reading it there.
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -245,6 +245,11 @@ class Stage(ApiModel):
         description="Mirror (shadow) the stable's traffic to the candidate at weight 0; the "
         "candidate's responses are discarded. Needs the gatewayAPI or istio router.",
     )
+    match_rate: MatchRate | None = Field(
+        None,
+        description="Mirror stages only: judge how often the candidate answers like the stable, "
+        "from the shadow comparator's counter (docs/shadow.md).",
+    )
 
     rules = (
         Rule(
@@ -252,6 +257,12 @@ class Stage(ApiModel):
             message="a mirror stage has weight 0; any other stage has a weight of 1 to 100",
             holds=lambda m: m.weight == 0 if m.mirror else m.weight >= 1,
             field_path=".weight",
+        ),
+        Rule(
+            cel="!has(self.matchRate) || (has(self.mirror) && self.mirror)",
+            message="matchRate needs a mirror stage: the comparator shadows the stable's traffic",
+            holds=lambda m: m.match_rate is None or m.mirror,
+            field_path=".matchRate",
         ),
     )
 
@@ -337,6 +348,10 @@ class Strategy(ApiModel):
     def has_mirror_stage(self) -> bool:
         return any(s.mirror for s in self.stages or [])
 
+    @property
+    def has_match_rate(self) -> bool:
+        return any(s.match_rate for s in self.stages or [])
+
 
 class Threshold(ApiModel):
     """Bounds a metric's value must stay within. Set min, max or both."""
@@ -392,7 +407,50 @@ class Compare(ApiModel):
     )
 
 
-def _abort_no_tighter(m: Metric) -> bool:
+DEFAULT_MATCH_SELECTOR = 'namespace="{{namespace}}",rollout="{{rollout}}"'
+MATCH_COUNTER = "modelrollout_shadow_comparisons_total"
+
+
+class MatchRate(ApiModel):
+    """The share of shadowed requests on which the candidate answered like the stable:
+    matches / (matches + mismatches + errors) over the stage, from the comparator's
+    counter. Judged like a metric named match-rate."""
+
+    slo: Threshold = Field(
+        description="Bounds that must hold for the stage to complete, for example {min: 0.95}."
+    )
+    abort: Threshold | None = Field(
+        None, description="Bounds whose single breach rolls back, for example {min: 0.90}."
+    )
+    min_samples: int = Field(
+        100,
+        ge=1,
+        le=100_000_000,
+        description="Comparisons needed before a verdict; fewer holds the stage. Default: 100.",
+    )
+    selector: Annotated[str, Field(min_length=1, max_length=1024)] = Field(
+        DEFAULT_MATCH_SELECTOR,
+        description="Label matchers picking this rollout's comparator series. Default: "
+        + DEFAULT_MATCH_SELECTOR,
+    )
+    counter: MetricName = Field(
+        MATCH_COUNTER, description=f"The comparator's counter. Default: {MATCH_COUNTER}."
+    )
+
+    rules = (
+        Rule(
+            cel="!has(self.abort) || ((!has(self.abort.min) || !has(self.slo.min) || "
+            "self.abort.min <= self.slo.min) && (!has(self.abort.max) || !has(self.slo.max) || "
+            "self.abort.max >= self.slo.max))",
+            message="abort bounds must be no tighter than slo bounds "
+            "(abort.max >= slo.max, abort.min <= slo.min)",
+            holds=lambda m: _abort_no_tighter(m),
+            field_path=".abort",
+        ),
+    )
+
+
+def _abort_no_tighter(m: Metric | MatchRate) -> bool:
     if m.abort is None or m.slo is None:
         return True
     max_ok = m.abort.max is None or m.slo.max is None or m.abort.max >= m.slo.max
@@ -459,7 +517,9 @@ class PrometheusConnection(ApiModel):
     address: str = Field(
         pattern=r"^https?://[^\s]+$",
         max_length=2048,
-        description="Base URL, for example http://prometheus.monitoring:9090.",
+        description="Base URL, for example http://prometheus.monitoring.svc:9090. The "
+        "operator calls only addresses its allowlist admits (by default in-cluster Service "
+        "names); a rollout naming another fails with AddressNotAllowed.",
     )
     headers: dict[str, Annotated[str, Field(max_length=1024)]] | None = Field(
         None,
@@ -676,6 +736,127 @@ class DriftGate(ApiModel):
     )
 
 
+CheckName = Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=40)]
+PodTemplate = Annotated[
+    dict[str, Any], Field(json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
+]
+
+
+class Kpi(ApiModel):
+    """A value the evaluation Job reports, judged against bounds."""
+
+    name: Annotated[str, Field(min_length=1, max_length=63)] = Field(
+        description="Key in the JSON object the Job writes to its termination message."
+    )
+    min: float | None = Field(None, description="Lowest acceptable value (inclusive).")
+    max: float | None = Field(None, description="Highest acceptable value (inclusive).")
+
+    rules = (
+        Rule(
+            cel="has(self.min) || has(self.max)",
+            message="a KPI needs min, max or both",
+            holds=lambda m: m.min is not None or m.max is not None,
+        ),
+    )
+
+
+class JobCheck(ApiModel):
+    """An evaluation or backtest Job: the check passes when the Job succeeds and every
+    KPI it reports is within bounds."""
+
+    template: PodTemplate = Field(
+        description="A batch/v1 JobSpec (template, backoffLimit, ...). The operator creates "
+        "the Job in the rollout's namespace, owned by the rollout, with "
+        "ttlSecondsAfterFinished 3600 unless set."
+    )
+    kpis: list[Kpi] = Field(
+        default_factory=list,
+        max_length=20,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+        description="KPIs read from the JSON object the Job's container writes to its "
+        "termination message (/dev/termination-log); a missing or non-numeric KPI fails.",
+    )
+
+    rules = (
+        Rule(
+            cel="has(self.template.template)",
+            message="job.template is a JobSpec and needs its pod template (template.template)",
+            holds=lambda m: isinstance(m.template.get("template"), dict),
+        ),
+    )
+
+
+class WebhookCheck(ApiModel):
+    """An HTTP POST of the rollout's context; a 2xx answer passes."""
+
+    url: Annotated[str, Field(pattern=r"^https?://[^\s]+$", max_length=2048)] | None = Field(
+        None, description="Where to POST. Must be admitted by the operator's allowlist."
+    )
+    url_secret_ref: SecretKeyRef | None = Field(
+        None, description="A Secret key holding the URL, when it carries a token."
+    )
+    timeout: Duration = Field("10s", description="Timeout of one call. Default: 10s.")
+
+    rules = (
+        Rule(
+            cel="has(self.url) != has(self.urlSecretRef)",
+            message="a webhook needs exactly one of url or urlSecretRef",
+            holds=lambda m: (m.url is None) != (m.url_secret_ref is None),
+        ),
+    )
+
+
+class Check(ApiModel):
+    """One gate: a Job or a webhook that must pass."""
+
+    name: CheckName = Field(description="Unique name of the check, used in status and Events.")
+    job: JobCheck | None = Field(None, description="Run an evaluation Job.")
+    webhook: WebhookCheck | None = Field(None, description="Call a webhook.")
+    timeout: Duration = Field(
+        "15m", description="How long one attempt may take before it fails. Default: 15m."
+    )
+    retries: int = Field(
+        0, ge=0, le=10, description="Attempts after a failed one before the gate fails. Default: 0."
+    )
+
+    rules = (
+        Rule(
+            cel="has(self.job) != has(self.webhook)",
+            message="a check needs exactly one of job or webhook",
+            holds=lambda m: (m.job is None) != (m.webhook is None),
+        ),
+    )
+
+
+CheckList = Annotated[
+    list[Check],
+    Field(
+        max_length=10,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    ),
+]
+
+
+class Checks(ApiModel):
+    """Gates before the first traffic, before the last stage, and after promotion."""
+
+    pre_rollout: CheckList = Field(
+        default_factory=list, description="Before any traffic moves; a failure fails the rollout."
+    )
+    pre_promotion: CheckList = Field(
+        default_factory=list,
+        description="Before the last stage (full promotion); a failure rolls back.",
+    )
+    post_promotion: CheckList = Field(
+        default_factory=list,
+        description="After the last stage, before Succeeded; a failure is reported "
+        "(postPromotionFailure: Report) or rolls back (Rollback).",
+    )
+    post_promotion_failure: Literal["Report", "Rollback"] = Field(
+        "Report", description="What a failed postPromotion check does. Default: Report."
+    )
+
+
 def _mirror_needs_router(m: ModelRolloutSpec) -> bool:
     return m.traffic_routing.can_mirror or not m.strategy.has_mirror_stage
 
@@ -717,6 +898,11 @@ class ModelRolloutSpec(ApiModel):
     )
     drift_gate: DriftGate | None = Field(
         None, description="PSI drift gate on input features and scores."
+    )
+    checks: Checks | None = Field(
+        None,
+        description="Evaluation Jobs and webhooks that gate the rollout before any traffic, "
+        "before the last stage and after it.",
     )
     dry_run: bool = Field(
         False,
@@ -769,6 +955,13 @@ class ModelRolloutSpec(ApiModel):
             "has(self.analysis.samplesQuery))",
             message="minSamples needs analysis.samplesQuery to count the candidate's requests",
             holds=_samples_query_when_needed,
+        ),
+        Rule(
+            cel="!has(self.strategy.stages) || !self.strategy.stages.exists(s, has(s.matchRate)) "
+            "|| has(self.analysis)",
+            message="matchRate reads the comparator's counter through analysis.prometheus: "
+            "set analysis",
+            holds=lambda m: m.analysis is not None or not m.strategy.has_match_rate,
         ),
         Rule(
             cel="!has(self.driftGate) || has(self.analysis)",

@@ -141,6 +141,32 @@ class DriftStatus(StatusModel):
     message: str | None = Field(None, max_length=4096, description="Detail, for a person.")
 
 
+CheckPoint = Literal["preRollout", "prePromotion", "postPromotion"]
+CheckPhase = Literal["Running", "Succeeded", "Failed"]
+
+
+class KpiStatus(StatusModel):
+    """One KPI a Job reported, as judged."""
+
+    name: str = Field(max_length=63, description="The KPI's name.")
+    value: float | None = Field(None, description="The value reported; unset if none.")
+    verdict: Literal["pass", "fail"] = Field(description="pass or fail.")
+
+
+class CheckStatus(StatusModel):
+    """One gate check in this run."""
+
+    point: CheckPoint = Field(description="preRollout, prePromotion or postPromotion.")
+    name: str = Field(max_length=40, description="The check's name from spec.checks.")
+    phase: CheckPhase = Field(description="Running, Succeeded or Failed.")
+    attempt: int = Field(1, ge=1, description="Attempt number, 1-based.")
+    started_at: Timestamp = Field(description="When this attempt began.")
+    finished_at: Timestamp | None = Field(None, description="When it ended.")
+    job: str | None = Field(None, max_length=63, description="The Job of a job check.")
+    message: str = Field("", max_length=1024, description="What happened, for a person.")
+    kpis: list[KpiStatus] = Field(default_factory=list, max_length=20, description="KPIs.")
+
+
 class HistoryEntry(StatusModel):
     """One transition, with the numbers that caused it."""
 
@@ -228,6 +254,9 @@ class ModelRolloutStatus(StatusModel):
     )
     samples: SamplesStatus | None = Field(None, description="Progress towards minSamples.")
     drift: DriftStatus | None = Field(None, description="The drift gate's last verdict.")
+    checks: list[CheckStatus] = Field(
+        default_factory=list, max_length=30, description="The gate checks of this run."
+    )
     history: list[HistoryEntry] = Field(
         default_factory=list,
         max_length=HISTORY_LIMIT,

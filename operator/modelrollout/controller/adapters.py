@@ -6,6 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from modelrollout.controller.references import ReferenceCache
+from modelrollout.egress import AddressPolicy
 from modelrollout.kube.client import Kube
 from modelrollout.kube.objects import KubeObjects
 from modelrollout.metrics.connections import Connections
@@ -22,10 +23,12 @@ class Adapters:
     references: ReferenceCache
 
     @classmethod
-    def for_kube(cls, kube: Kube, query_threads: int = QUERY_THREADS) -> Adapters:
+    def for_kube(
+        cls, kube: Kube, policy: AddressPolicy, query_threads: int = QUERY_THREADS
+    ) -> Adapters:
         objects = KubeObjects(kube)
         pool = ThreadPoolExecutor(query_threads, thread_name_prefix="metrics")
-        return cls(kube, objects, Connections(objects, pool), ReferenceCache(objects))
+        return cls(kube, objects, Connections(objects, pool, policy), ReferenceCache(objects))
 
     def close(self) -> None:
         self.connections.close()

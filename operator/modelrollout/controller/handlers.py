@@ -21,6 +21,7 @@ from modelrollout.controller.daemon import drive, wake_event
 from modelrollout.controller.reconcile import Logger, release
 from modelrollout.core.phases import needs_driving
 from modelrollout.core.targets import Claimant, claims_of
+from modelrollout.egress import AddressPolicy
 from modelrollout.kube.client import Kube
 
 WATCH_SERVER_TIMEOUT_SECONDS = 300
@@ -38,7 +39,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.client_timeout = WATCH_CLIENT_TIMEOUT_SECONDS
     settings.watching.connect_timeout = 10
     settings.posting.level = logging.INFO
-    memo.adapters = Adapters.for_kube(Kube.from_environment())
+    memo.adapters = Adapters.for_kube(Kube.from_environment(), AddressPolicy.from_environment())
     memo.driven = set()  # uids of rollouts whose daemon here runs or released them
 
 

@@ -23,9 +23,9 @@ from modelrollout.api.objects import CONFIG_MAP, DEPLOYMENT, SERVICE, ObjectRef
 from modelrollout.api.resource import ACTION_ANNOTATION
 from modelrollout.api.spec import ModelRolloutSpec
 from modelrollout.api.status import ModelRolloutStatus
-from modelrollout.controller import analysis
+from modelrollout.controller import analysis, checks
 from modelrollout.controller.adapters import Adapters
-from modelrollout.core.context import stage_context
+from modelrollout.core.context import StageContext, stage_context
 from modelrollout.core.machine import reject_spec, route_target, step
 from modelrollout.core.phases import analysis_due, awaiting_start, release_target
 from modelrollout.core.targets import claim_conflicts, claimant_of, claimed_objects, routing_object
@@ -35,13 +35,16 @@ from modelrollout.core.types import (
     EmitEvent,
     Judgement,
     Observations,
+    RunCheck,
     Scale,
     SetRoute,
+    StopCheck,
     Workload,
 )
+from modelrollout.egress import AddressNotAllowed
 from modelrollout.kube.client import is_conflict, is_not_found
 from modelrollout.kube.status import read_rollout, remove_annotation, write_status
-from modelrollout.ports import Manifest, Snapshot
+from modelrollout.ports import Manifest, MetricsSource, Snapshot
 from modelrollout.routers import router_for
 from modelrollout.routers.mesh import RouteProblem
 from modelrollout.routers.replicas import scale
@@ -96,7 +99,7 @@ async def reconcile(
             return CONFLICT_RETRY_SECONDS
         raise
     telemetry.record_pass(namespace, name, observations.metrics, decision.rollback)
-    await _act(adapters, namespace, body, spec, decision, logger)
+    await _act(adapters, rollout, body, spec, decision, logger)
     return decision.requeue_after or CONFLICT_RETRY_SECONDS
 
 
@@ -181,15 +184,13 @@ async def _observe(
     judged_now = analysis_due(spec, status) or awaiting_start(status)
     if judged_now and spec.analysis is not None:
         context = stage_context(spec, status, namespace, now)
-        source = await adapters.connections.source(spec.analysis.prometheus, namespace)
-        if awaiting_start(status):
-            judgement = await analysis.preflight(context, source, adapters.references)
+        try:
+            source = await adapters.connections.source(spec.analysis.prometheus, namespace)
+        except AddressNotAllowed as error:
+            judgement = Judgement("invalid", "AddressNotAllowed", str(error))
         else:
-            tick = await analysis.observe(
-                context, status.analysis, status.analysis_errors, status.drift, source,
-                adapters.references,
-            )  # fmt: skip
-            judgement = tick.judgement
+            tick, judgement = await _judge(adapters, context, status, source)
+    seen_checks = await checks.observe(adapters, rollout, spec, status)
     if awaiting_start(status):
         missing = await _missing_before_start(adapters, namespace, spec, snapshot, route is None)
         me = claimant_of(str(metadata["name"]), metadata, rollout.get("status") or {})
@@ -211,7 +212,21 @@ async def _observe(
         samples=tick.outcome.samples if tick else None,
         analysis_errors=tick.outcome.errors if tick else None,
         drift=tick.drift if tick else None,
+        checks=seen_checks,
     )
+
+
+async def _judge(
+    adapters: Adapters, context: StageContext, status: ModelRolloutStatus, source: MetricsSource
+) -> tuple[analysis.TickAnalysis | None, Judgement | None]:
+    """Preflight before stage 1, else this stage's analysis and drift gate."""
+    if awaiting_start(status):
+        return None, await analysis.preflight(context, source, adapters.references)
+    tick = await analysis.observe(
+        context, status.analysis, status.analysis_errors, status.drift, source,
+        adapters.references,
+    )  # fmt: skip
+    return tick, tick.judgement
 
 
 async def _missing_before_start(
@@ -247,12 +262,13 @@ async def _missing_before_start(
 
 async def _act(
     adapters: Adapters,
-    namespace: str,
+    rollout: Manifest,
     body: kopf.Body,
     spec: ModelRolloutSpec | None,
     decision: Decision,
     logger: Logger,
 ) -> None:
+    namespace = str(rollout["metadata"]["namespace"])
     for action in decision.actions:
         if isinstance(action, SetRoute) and spec is not None:
             try:
@@ -261,6 +277,10 @@ async def _act(
                 logger.warning(f"routing not applied: {problem}")
         elif isinstance(action, Scale):
             await scale(adapters.objects, namespace, action.deployment, action.replicas)
+        elif isinstance(action, RunCheck) and spec is not None:
+            await checks.start(adapters, rollout, spec, action)
+        elif isinstance(action, StopCheck):
+            await checks.stop(adapters, rollout, action)
         elif isinstance(action, EmitEvent):
             kopf.event(body, type=action.type, reason=action.reason, message=action.message)
             log = logger.warning if action.type == "Warning" else logger.info

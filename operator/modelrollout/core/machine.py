@@ -17,10 +17,12 @@ from modelrollout.api.spec import ModelRolloutSpec, Stage
 from modelrollout.api.status import (
     HISTORY_LIMIT,
     TERMINAL_PHASES,
+    CheckPoint,
     HistoryEntry,
     ModelRolloutStatus,
     Phase,
 )
+from modelrollout.core.checks import advance, checks_at
 from modelrollout.core.conditions import condition, kstatus_conditions, set_condition, timestamp
 from modelrollout.core.phases import (
     awaiting_start,
@@ -56,6 +58,7 @@ FAST_TICK_SECONDS = 1.0
 # Replicas router, rollback: how long the candidate keeps its replicas while the
 # stable grows back, before it is scaled down anyway (and says so).
 SURGE_WAIT_SECONDS = 60.0
+CHECK_POLL_SECONDS = 5.0
 
 _DRIFT_REASONS = {
     "stable": "NoDrift",
@@ -255,7 +258,7 @@ class _Tick:
         s.target_hash, s.stage_started_at, s.finished_at = None, None, None
         s.approved_stage, s.manual_pause, s.scaled_down = 0, False, False
         s.weight_confirmed, s.effective_weight = False, None
-        s.analysis, s.samples, s.drift = [], None, None
+        s.analysis, s.samples, s.drift, s.checks = [], None, None, []
         self._set_route()
         self._transition("Pending", reason, message, "Normal")
 
@@ -290,7 +293,8 @@ class _Tick:
             s.target_hash = rollout_identity(self.spec)
             s.rollout_generation = self.obs.generation
             s.total_replicas = self._fleet_size()
-        self._advance_to(0, "Started")
+        if self._gate("preRollout", "Pending"):
+            self._advance_to(0, "Started")
 
     def _fleet_size(self) -> int | None:
         replicas = self.spec.traffic_routing.replicas
@@ -463,7 +467,12 @@ class _Tick:
 
     def _advance_to(self, index: int, reason: str) -> None:
         s = self.status
-        if index >= len(self.stages):
+        last = len(self.stages) - 1
+        if index == last and not self._gate("prePromotion", "Progressing"):
+            return
+        if index > last and not self._gate("postPromotion", "Progressing"):
+            return
+        if index > last:
             s.finished_at = timestamp(self.now)
             s.preparing_weight = None
             message = f"the candidate serves {s.weight}% after {len(self.stages)} stages"
@@ -552,6 +561,44 @@ class _Tick:
         s.weight_confirmed = route is not None
         message = "the stable serves all traffic again"
         self._transition("RolledBack", "RolledBack", message, "Warning")
+
+    def _gate(self, point: CheckPoint, phase: Phase) -> bool:
+        """Whether a gate's checks let the rollout on: True once they all passed (or
+        there are none); False while they run, or when one failed, which fails the
+        rollout before any traffic, rolls it back before the last stage, and after
+        the last is reported or rolls back as postPromotionFailure says."""
+        s = self.status
+        checks = checks_at(self.spec.checks, point)
+        if not checks:
+            return True
+        seen = {(c.point, c.name): c for c in self.obs.checks}
+        gate = advance(point, checks, s.checks, seen, self.now)
+        s.checks = gate.checks
+        self.actions.extend([*gate.starts, *gate.stops])
+        if gate.starts:
+            self.requeue = FAST_TICK_SECONDS  # a webhook is called on the next pass
+        for type, reason, message in gate.events:
+            self._event("Warning" if type == "Warning" else "Normal", reason, message)
+        if gate.verdict == "pass":
+            return True
+        if gate.verdict == "wait":
+            self.requeue = min(self.requeue, CHECK_POLL_SECONDS)
+            self._transition(
+                phase, "ChecksRunning", self._where(gate.message), "Normal", quiet=True
+            )
+            return False
+        if (
+            point == "postPromotion"
+            and self.spec.checks
+            and (self.spec.checks.post_promotion_failure == "Report")
+        ):
+            self._event("Warning", "PostPromotionCheckFailed", gate.message)
+            return True
+        if s.stage == 0:
+            self._fail("CheckFailed", f"{gate.message}; no traffic was moved")
+        else:
+            self._rollback("CheckFailed", gate.message)
+        return False
 
     def _stable_regrown(self) -> bool:
         """The stable's replicas are ready for the whole fleet, or have had

@@ -7,10 +7,13 @@ state machine.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from modelrollout.api.spec import Check
 from modelrollout.api.status import (
+    CheckPoint,
     DriftStatus,
     MetricStatus,
     ModelRolloutStatus,
@@ -110,6 +113,44 @@ class Observations:
     samples: SamplesStatus | None = None
     analysis_errors: int | None = None
     drift: DriftStatus | None = None
+    checks: tuple[CheckObservation, ...] = ()
+
+
+# -- gate checks -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CheckObservation:
+    """What the adapter saw of one running attempt. `kpis` is the JSON object a Job
+    wrote to its termination message (None: it wrote none); `logs` says where to
+    read the Job's logs."""
+
+    point: CheckPoint
+    name: str
+    attempt: int
+    state: Literal["running", "succeeded", "failed"]
+    message: str = ""
+    kpis: Mapping[str, object] | None = None
+    job: str | None = None
+    logs: str | None = None
+
+
+@dataclass(frozen=True)
+class RunCheck:
+    """Start an attempt: create its Job (named by `job_name`), or call its webhook."""
+
+    point: CheckPoint
+    check: Check
+    attempt: int
+
+
+@dataclass(frozen=True)
+class StopCheck:
+    """Stop an attempt that timed out: delete its Job."""
+
+    point: CheckPoint
+    check: Check
+    attempt: int
 
 
 # -- what the router makes true ----------------------------------------------------
@@ -164,7 +205,7 @@ class ConsumeAction:
     name: str
 
 
-Action = SetRoute | Scale | EmitEvent | ConsumeAction
+Action = SetRoute | Scale | EmitEvent | ConsumeAction | RunCheck | StopCheck
 
 
 @dataclass(frozen=True)

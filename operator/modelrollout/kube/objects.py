@@ -56,3 +56,35 @@ class KubeObjects:
             force=True,
             _content_type=APPLY,
         )  # fmt: skip
+
+    async def delete(self, kind: ObjectKind, namespace: str, name: str) -> None:
+        kube = self.kube
+        try:
+            if kind.group:
+                await kube.call(
+                    kube.custom.delete_namespaced_custom_object,
+                    kind.group, kind.version, namespace, kind.plural, name,
+                    propagation_policy="Background",
+                )  # fmt: skip
+            else:
+                delete = getattr(kube.core, f"delete_namespaced_{_snake(kind.kind)}")
+                await kube.call(delete, name, namespace, propagation_policy="Background")
+        except Exception as error:
+            if not is_not_found(error):
+                raise
+
+    async def list(self, kind: ObjectKind, namespace: str, selector: str) -> list[Manifest]:
+        kube = self.kube
+        if kind.group:
+            response: Any = await kube.call(
+                kube.custom.list_namespaced_custom_object,
+                kind.group, kind.version, namespace, kind.plural,
+                label_selector=selector, _preload_content=False,
+            )  # fmt: skip
+        else:
+            read = getattr(kube.core, f"list_namespaced_{_snake(kind.kind)}")
+            response = await kube.call(
+                read, namespace, label_selector=selector, _preload_content=False
+            )
+        items: list[Manifest] = json.loads(response.data).get("items", [])
+        return items

@@ -10,6 +10,7 @@ once per content and removed when no source uses it any more.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import shutil
 import tempfile
@@ -19,14 +20,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import requests
-
 from modelrollout.api.durations import parse_duration
 from modelrollout.api.objects import SECRET
 from modelrollout.api.spec import PrometheusConnection, SecretKeyRef
 from modelrollout.core.types import QueryFailed, Reading, Series
+from modelrollout.egress import AddressNotAllowed, AddressPolicy
 from modelrollout.metrics.prometheus import PrometheusSource, reason
 from modelrollout.ports import MetricsSource, Objects
+
+CREDENTIAL_ADDRESSES = "rollouts.mlops.io/allowed-addresses"
 
 
 class SecretProblem(Exception):
@@ -34,22 +36,38 @@ class SecretProblem(Exception):
 
 
 class Connections:
-    def __init__(self, objects: Objects, pool: Executor) -> None:
-        self.objects, self.pool = objects, pool
+    def __init__(self, objects: Objects, pool: Executor, policy: AddressPolicy) -> None:
+        self.objects, self.pool, self.policy = objects, pool, policy
         self._sources: dict[tuple[Any, ...], tuple[tuple[Any, ...], MetricsSource]] = {}
         self._ca_dir = Path(tempfile.mkdtemp(prefix="modelrollout-ca-"))
 
-    async def _secret(self, namespace: str, ref: SecretKeyRef) -> bytes:
+    async def _secret(self, namespace: str, ref: SecretKeyRef, address: str | None = None) -> bytes:
+        """A Secret's key. With `address`, the value is a credential: a Secret that
+        names its addresses (annotation rollouts.mlops.io/allowed-addresses) may be
+        sent only there, whatever the operator's allowlist admits."""
         try:
             secret = await self.objects.get(SECRET, namespace, ref.name)
         except Exception as error:
             raise SecretProblem(reason(f"cannot read Secret {ref.name}: {error}")) from error
         if secret is None:
             raise SecretProblem(f"Secret {ref.name} not found")
+        bound = ((secret.get("metadata") or {}).get("annotations") or {}).get(CREDENTIAL_ADDRESSES)
+        if address is not None and bound is not None:
+            await self._check(address, AddressPolicy.parse(bound), f"Secret {ref.name}")
         data = (secret.get("data") or {}).get(ref.key)
         if data is None:
             raise SecretProblem(f"Secret {ref.name} has no key {ref.key}")
         return b64decode(data)
+
+    async def _check(self, address: str, policy: AddressPolicy, whose: str) -> None:
+        """AddressNotAllowed, or SecretProblem when the name does not resolve."""
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self.pool, policy.check_url, address)
+        except AddressNotAllowed as error:
+            raise AddressNotAllowed(f"{whose}: {error}") from None
+        except OSError as error:
+            raise SecretProblem(reason(f"Prometheus unreachable: {error}")) from None
 
     def _ca_file(self, ca: bytes) -> Path:
         path = self._ca_dir / f"{hashlib.sha256(ca).hexdigest()[:16]}.pem"
@@ -59,17 +77,21 @@ class Connections:
 
     async def source(self, connection: PrometheusConnection, namespace: str) -> MetricsSource:
         """The source for a rollout's connection, made or replaced as its Secrets say;
-        one whose every query fails, saying why, when a Secret or key is missing."""
+        one whose every query fails, saying why, when a Secret or key is missing.
+        Raises AddressNotAllowed, before anything is sent, for an address that the
+        operator's allowlist, or the token Secret's own, does not admit."""
         try:
             return await self._source(connection, namespace)
         except SecretProblem as problem:
             return FailingSource(str(problem))
 
     async def _source(self, connection: PrometheusConnection, namespace: str) -> MetricsSource:
+        address = connection.address
+        await self._check(address, self.policy, "analysis.prometheus.address")
         headers = dict(connection.headers or {})
         token_ref, ca_ref = connection.bearer_token_secret_ref, connection.ca_secret_ref
         if token_ref is not None:
-            token = await self._secret(namespace, token_ref)
+            token = await self._secret(namespace, token_ref, address)
             headers["Authorization"] = f"Bearer {token.decode().strip()}"
         ca_file = self._ca_file(await self._secret(namespace, ca_ref)) if ca_ref else None
         key = (
@@ -84,8 +106,7 @@ class Connections:
         known = self._sources.get(key)
         if known is not None and known[0] == settings:
             return known[1]
-        session = requests.Session()
-        session.trust_env = False  # no proxies or .netrc credentials from the environment
+        session = self.policy.session()
         session.headers.update(headers)
         session.verify = str(ca_file) if ca_file else True
         source = PrometheusSource(
