@@ -34,7 +34,7 @@ ANALYSIS: dict[str, Any] = {
 
 def context(spec: ModelRolloutSpec, stage: int = 2) -> StageContext:
     status = ModelRolloutStatus(stage=stage, stage_started_at=T0, phase="Progressing")
-    return stage_context(spec, status, "ns", NOW)
+    return stage_context(spec, status, "ns", NOW, rollout="fraud")
 
 
 def observe(source: Any, spec: ModelRolloutSpec | None = None) -> analysis.TickAnalysis:
@@ -196,3 +196,74 @@ def test_the_stable_reference_is_not_read_at_a_full_stage() -> None:
     source = histograms(shift_amount=True)
     assert gate(source, stage=4) == drift.DriftObservation(None, None)
     assert source.asked == []
+
+
+# -- the shadow comparator's match rate --------------------------------------------
+
+SHADOW_STAGES = {
+    "stages": [
+        {
+            "weight": 0,
+            "mirror": True,
+            "duration": "1m",
+            "matchRate": {"slo": {"min": 0.95}, "abort": {"min": 0.9}, "minSamples": 200},
+        },
+        {"weight": 100, "duration": "1m"},
+    ]
+}
+SHADOW = gateway_spec(strategy=SHADOW_STAGES, analysis={**ANALYSIS, "metrics": []})
+
+
+def shadow(rate: Any, count: Any) -> analysis.TickAnalysis:
+    source = InMemorySource(
+        lambda q: (
+            (rate if 'result="match"' in q else count) if "shadow" in q else Value(100.0)
+        )  # samples
+    )
+    references = ReferenceCache(FakeObjects())
+    ctx = context(SHADOW, stage=1)
+    return asyncio.run(analysis.observe(ctx, [], 0, None, source, references))
+
+
+def test_the_match_rate_reads_this_rollouts_comparator_series() -> None:
+    asked = analysis.queries(context(SHADOW, stage=1))
+    selector = 'namespace="ns",rollout="fraud"'
+    every = f"sum(increase(modelrollout_shadow_comparisons_total{{{selector}}}[2m]))"
+    assert asked["match-rate#count"] == every
+    assert asked["match-rate"] == (
+        "sum(increase(modelrollout_shadow_comparisons_total"
+        f'{{{selector},result="match"}}[2m])) / {every}'
+    )
+
+
+def test_a_match_rate_above_its_slo_passes_with_enough_comparisons() -> None:
+    tick = shadow(Value(0.97), Value(500.0))
+    assert tick.judgement is not None
+    assert tick.judgement.verdict == "pass"
+    rate = next(m for m in tick.outcome.metrics if m.name == "match-rate")
+    assert (rate.value, rate.verdict) == (0.97, "pass")
+
+
+def test_a_match_rate_below_its_abort_bound_rolls_back_with_the_rate() -> None:
+    tick = shadow(Value(0.85), Value(500.0))
+    assert tick.judgement is not None
+    assert (tick.judgement.verdict, tick.judgement.reason) == (
+        "rollback",
+        "AbortThresholdBreached",
+    )
+    assert "match-rate 0.85 < abort.min 0.9 at stage 1" in tick.judgement.message
+
+
+def test_too_few_comparisons_hold_whatever_the_rate() -> None:
+    tick = shadow(Value(0.5), Value(120.0))
+    assert tick.judgement is not None
+    assert tick.judgement.verdict == "wait"
+    assert "match-rate: 120 of minSamples 200 comparisons" in tick.judgement.message
+
+
+def test_a_missing_comparator_holds_and_says_so() -> None:
+    tick = shadow(NoData("empty"), NoData("empty"))
+    assert tick.judgement is not None
+    assert tick.judgement.verdict == "wait"
+    assert "no comparisons from the shadow comparator" in tick.judgement.message
+    assert "--rollout" in tick.judgement.message

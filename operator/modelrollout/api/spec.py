@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from modelrollout.api.base import ApiModel, Rule
 from modelrollout.api.durations import DURATION_PATTERN, parse_duration
@@ -469,7 +469,8 @@ class Metric(ApiModel):
         "Variables: {{namespace}}, {{stable.deployment}}, {{candidate.deployment}}, "
         "{{stable.service}}, {{candidate.service}}, {{stable.modelVersion}}, "
         "{{candidate.modelVersion}}, {{stage.weight}}, {{interval}}, {{window}} (time since "
-        "the stage began, at least the interval) and, for compare, {{target.deployment}}."
+        "the stage began, at least the interval), {{rollout}} (this rollout's name) and, for "
+        "compare, {{target.deployment}}."
     )
     slo: Threshold | None = Field(
         None,
@@ -577,6 +578,13 @@ class Analysis(ApiModel):
             cel=None,  # x-kubernetes-list-type: map already refuses duplicate names
             message="metric names must be unique",
             holds=lambda m: len({x.name for x in m.metrics}) == len(m.metrics),
+        ),
+        Rule(
+            cel="!has(self.metrics) || !self.metrics.exists(m, m.name == 'match-rate')",
+            message="match-rate is the name of a mirror stage's matchRate; name the metric "
+            "otherwise",
+            holds=lambda m: all(x.name != "match-rate" for x in m.metrics),
+            field_path=".metrics",
         ),
         Rule(
             cel="!has(self.interval) || duration(self.interval) >= duration('5s')",
@@ -737,9 +745,18 @@ class DriftGate(ApiModel):
 
 
 CheckName = Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=40)]
-PodTemplate = Annotated[
-    dict[str, Any], Field(json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
-]
+
+
+class JobSpec(ApiModel):
+    """A batch/v1 JobSpec, kept whole: only its pod template is required here."""
+
+    model_config = ConfigDict(
+        extra="allow", json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
+    )
+    template: dict[str, Any] = Field(
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+        description="The pod template (metadata and spec) the evaluation runs in.",
+    )
 
 
 class Kpi(ApiModel):
@@ -764,7 +781,7 @@ class JobCheck(ApiModel):
     """An evaluation or backtest Job: the check passes when the Job succeeds and every
     KPI it reports is within bounds."""
 
-    template: PodTemplate = Field(
+    template: JobSpec = Field(
         description="A batch/v1 JobSpec (template, backoffLimit, ...). The operator creates "
         "the Job in the rollout's namespace, owned by the rollout, with "
         "ttlSecondsAfterFinished 3600 unless set."
@@ -775,14 +792,6 @@ class JobCheck(ApiModel):
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
         description="KPIs read from the JSON object the Job's container writes to its "
         "termination message (/dev/termination-log); a missing or non-numeric KPI fails.",
-    )
-
-    rules = (
-        Rule(
-            cel="has(self.template.template)",
-            message="job.template is a JobSpec and needs its pod template (template.template)",
-            holds=lambda m: isinstance(m.template.get("template"), dict),
-        ),
     )
 
 

@@ -17,7 +17,13 @@ from modelrollout.controller.references import ReferenceCache, ReferenceMissing
 from modelrollout.core.compare import CompareResult, compare
 from modelrollout.core.context import StageContext
 from modelrollout.core.drift import combine
-from modelrollout.core.slo import AnalysisOutcome, evaluate, preflight_judgement
+from modelrollout.core.slo import (
+    MATCH_COUNT,
+    MATCH_RATE,
+    AnalysisOutcome,
+    evaluate,
+    preflight_judgement,
+)
 from modelrollout.core.types import Judgement, Reading
 from modelrollout.metrics.template import UnknownVariable, UnsafeTemplate, render
 from modelrollout.ports import MetricsSource
@@ -36,6 +42,13 @@ def queries(ctx: StageContext) -> dict[str, str]:
                 rendered[f"{metric.name}@{side}"] = render(metric.query, ctx.for_side(side))
     if ctx.analysis.samples_query:
         rendered["samplesQuery"] = render(ctx.analysis.samples_query, ctx.variables)
+    match = ctx.stage.match_rate
+    if match is not None:
+        selector = render(match.selector, ctx.variables)
+        every = f"sum(increase({match.counter}{{{selector}}}[{ctx.window}]))"
+        matched = f'sum(increase({match.counter}{{{selector},result="match"}}[{ctx.window}]))'
+        rendered[MATCH_RATE] = f"{matched} / {every}"
+        rendered[MATCH_COUNT] = every
     return rendered
 
 

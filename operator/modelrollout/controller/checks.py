@@ -98,7 +98,7 @@ async def start(
         return
     metadata = rollout["metadata"]
     name = job_name(metadata["name"], run.point, check.name, run.attempt)
-    body: dict[str, Any] = json.loads(json.dumps(check.job.template))
+    body: dict[str, Any] = check.job.template.to_wire()
     body.setdefault("ttlSecondsAfterFinished", TTL_AFTER_FINISHED_SECONDS)
     pod = body["template"].setdefault("spec", {})
     context = _environment(metadata, spec, run)

@@ -183,7 +183,7 @@ async def _observe(
     judgement: Judgement | None = None
     judged_now = analysis_due(spec, status) or awaiting_start(status)
     if judged_now and spec.analysis is not None:
-        context = stage_context(spec, status, namespace, now)
+        context = stage_context(spec, status, namespace, now, rollout=str(metadata["name"]))
         try:
             source = await adapters.connections.source(spec.analysis.prometheus, namespace)
         except AddressNotAllowed as error:

@@ -49,9 +49,16 @@ class StageContext:
 
 
 def stage_context(
-    spec: ModelRolloutSpec, status: ModelRolloutStatus, namespace: str, now: datetime
+    spec: ModelRolloutSpec,
+    status: ModelRolloutStatus,
+    namespace: str,
+    now: datetime,
+    *,
+    rollout: str,
 ) -> StageContext:
-    """The context of the current stage; before stage 1, of the first (preflight)."""
+    """The context of the current stage; before stage 1, of the first (preflight).
+    Queries may also use {{rollout}}, the rollout's name (the shadow comparator's
+    `rollout` label)."""
     assert spec.analysis is not None
     stages = spec.strategy.resolved_stages()
     number = max(status.stage, 1)
@@ -68,7 +75,9 @@ def stage_context(
         started=started,
         now=now,
         window=window,
-        variables=MappingProxyType(variables_for(spec, namespace, stage.weight, interval, window)),
+        variables=MappingProxyType(
+            variables_for(spec, namespace, stage.weight, interval, window) | {"rollout": rollout}
+        ),
     )
 
 

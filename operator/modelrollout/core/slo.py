@@ -94,6 +94,8 @@ def evaluate(
     and `errors_before` are what the last tick left in status."""
     analysis, stage = context.analysis, context.number
     before = {m.name: m for m in previous}
+    judged = [*analysis.metrics, *match_rate_metrics(context)]
+    held = _match_rate_held(context, readings)
     statuses = [
         _judge_metric(
             metric,
@@ -103,10 +105,12 @@ def evaluate(
             stage,
             analysis.failure_limit,
             timestamp(context.now),
+            held.get(metric.name),
         )
-        for metric in analysis.metrics
+        for metric in judged
     ]
-    queried = {m.name: readings[m.name] for m in analysis.metrics if m.name in readings}
+    names = [m.name for m in judged] + [MATCH_COUNT]
+    queried = {name: readings[name] for name in names if name in readings}
     if samples is not None:
         queried["samplesQuery"] = samples  # metric names are lowercase: no clash
     blind = any(not isinstance(r, Value) for r in queried.values())
@@ -117,6 +121,29 @@ def evaluate(
     return AnalysisOutcome(statuses, progress, errors, judgement)
 
 
+MATCH_RATE, MATCH_COUNT = "match-rate", "match-rate#count"
+
+
+def match_rate_metrics(context: StageContext) -> list[Metric]:
+    """A mirror stage's match rate, judged like a metric named match-rate."""
+    match = context.stage.match_rate
+    if match is None:
+        return []
+    return [Metric(name=MATCH_RATE, query=match.counter, slo=match.slo, abort=match.abort)]
+
+
+def _match_rate_held(context: StageContext, readings: Mapping[str, Reading]) -> dict[str, str]:
+    """Too few comparisons yet: the match rate is not judged, whatever it is."""
+    match, count = context.stage.match_rate, readings.get(MATCH_COUNT)
+    if match is None or not isinstance(count, Value) or count.value >= match.min_samples:
+        return {}  # no series at all is no data, said as such
+    seen = count.value
+    return {
+        MATCH_RATE: f"{MATCH_RATE}: {seen:g} of minSamples {match.min_samples} comparisons "
+        f"from the shadow comparator at stage {context.number}"
+    }
+
+
 def _judge_metric(
     metric: Metric,
     reading: Reading | None,
@@ -125,15 +152,19 @@ def _judge_metric(
     stage: int,
     failure_limit: int,
     checked_at: datetime,
+    held: str | None = None,
 ) -> MetricStatus:
     name = metric.name
     parts: list[tuple[MetricVerdict, str]] = []
-    if isinstance(reading, QueryRejected):
+    if held is not None and not isinstance(reading, QueryFailed | QueryRejected):
+        parts.append(("inconclusive", held))
+    elif isinstance(reading, QueryRejected):
         parts.append(("error", f"{name}: Prometheus refused the query: {reading.message}"))
     elif isinstance(reading, QueryFailed):
         parts.append(("error", f"{name}: query failed: {reading.message}"))
     elif isinstance(reading, NoData):
-        parts.append(("nodata", f"{name}: no data ({_NO_DATA[reading.kind]}) at stage {stage}"))
+        why = _NO_COMPARISONS_HINT if name == MATCH_RATE else _NO_DATA[reading.kind]
+        parts.append(("nodata", f"{name}: no data ({why}) at stage {stage}"))
     elif isinstance(reading, Value) and (metric.slo or metric.abort):
         parts.append(_judge_value(name, reading.value, metric, stage))
     elif reading is None and (metric.slo or metric.abort):
@@ -164,6 +195,10 @@ def _judge_metric(
     )
 
 
+_NO_COMPARISONS_HINT = (
+    "no comparisons from the shadow comparator for this rollout in the window: is it "
+    "running in front of the stable with --rollout set to this rollout's name?"
+)
 _NO_DATA: dict[NoDataKind, str] = {
     "empty": "the query returned no series",
     "nan": "the value is NaN",
