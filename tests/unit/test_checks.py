@@ -43,7 +43,7 @@ def test_a_pre_rollout_job_gates_the_first_traffic() -> None:
     world.tick()
     assert world.status.phase == "Pending"
     assert world.writes == []
-    assert [(r.point, r.check.name, r.attempt) for r in starts(world)] == [
+    assert [(r.run.point, r.run.check.name, r.run.attempt) for r in starts(world)] == [
         ("preRollout", "backtest", 1)
     ]
     seen(world, "running")
@@ -89,7 +89,7 @@ def test_a_failed_attempt_is_retried_then_the_gate_fails() -> None:
     world.tick()
     seen(world, "failed", message="Job failed: BackoffLimitExceeded")
     world.tick()
-    assert [r.attempt for r in starts(world)] == [1, 2]
+    assert [r.run.attempt for r in starts(world)] == [1, 2]
     assert world.status.checks[0].attempt == 2
     assert world.status.phase == "Pending"
     seen(world, "failed", message="Job failed: BackoffLimitExceeded")
@@ -104,7 +104,7 @@ def test_an_attempt_past_its_timeout_is_stopped_and_fails() -> None:
     seen(world, "running")
     world.run_until(lambda w: w.status.phase == "Failed", limit=60)
     stops = [a for d in world.decisions for a in d.actions if isinstance(a, StopCheck)]
-    assert [(s.check.name, s.attempt) for s in stops] == [("backtest", 1)]
+    assert [(s.run.check.name, s.run.attempt) for s in stops] == [("backtest", 1)]
     assert "timed out after 30s" in world.status.message
 
 

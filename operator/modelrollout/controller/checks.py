@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 from base64 import b64decode
+from dataclasses import dataclass
 from typing import Any
 
 import requests
@@ -18,8 +19,8 @@ import requests
 from modelrollout.api.durations import parse_duration
 from modelrollout.api.objects import JOB, POD, SECRET
 from modelrollout.api.resource import GROUP, KIND, VERSION
-from modelrollout.api.spec import Check, ModelRolloutSpec
-from modelrollout.api.status import CheckStatus, ModelRolloutStatus
+from modelrollout.api.spec import ModelRolloutSpec
+from modelrollout.api.status import ModelRolloutStatus
 from modelrollout.controller.adapters import Adapters
 from modelrollout.core.checks import (
     POINTS,
@@ -30,7 +31,7 @@ from modelrollout.core.checks import (
     kpis_of,
     running,
 )
-from modelrollout.core.types import CheckObservation, RunCheck, StopCheck
+from modelrollout.core.types import CheckAttempt, CheckObservation, RunCheck, StopCheck
 from modelrollout.egress import AddressNotAllowed, AddressPolicy
 from modelrollout.metrics.connections import CREDENTIAL_ADDRESSES
 from modelrollout.metrics.prometheus import reason
@@ -41,101 +42,103 @@ MAX_ANSWER_BYTES = 64 * 1024
 LABEL = f"{GROUP}/rollout"
 
 
+@dataclass(frozen=True)
+class _Attempt:
+    """A running attempt with what its I/O needs."""
+
+    rollout: Manifest
+    spec: ModelRolloutSpec
+    status: ModelRolloutStatus
+    run: CheckAttempt
+
+    @property
+    def namespace(self) -> str:
+        return str(self.rollout["metadata"]["namespace"])
+
+    @property
+    def job(self) -> str:
+        run = self.run
+        return job_name(self.rollout["metadata"]["name"], run.point, run.check.name, run.attempt)
+
+    def seen(self, state: AttemptState, message: str = "", **extra: Any) -> CheckObservation:
+        run = self.run
+        return CheckObservation(run.point, run.check.name, run.attempt, state, message, **extra)
+
+
 async def observe(
     adapters: Adapters, rollout: Manifest, spec: ModelRolloutSpec, status: ModelRolloutStatus
 ) -> tuple[CheckObservation, ...]:
     """Every running attempt of this run, as it stands now."""
     checks = {(point, c.name): c for point in POINTS for c in checks_at(spec.checks, point)}
-    seen = await asyncio.gather(
-        *(
-            _observe_one(adapters, rollout, spec, status, entry, checks[(entry.point, entry.name)])
-            for entry in running(status.checks)
-            if (entry.point, entry.name) in checks
-        )
-    )
-    return tuple(seen)
+    attempts = [
+        _Attempt(rollout, spec, status, CheckAttempt(e.point, checks[(e.point, e.name)], e.attempt))
+        for e in running(status.checks)
+        if (e.point, e.name) in checks
+    ]
+    return tuple(await asyncio.gather(*(_observe_one(adapters, a) for a in attempts)))
 
 
-async def _observe_one(
-    adapters: Adapters,
-    rollout: Manifest,
-    spec: ModelRolloutSpec,
-    status: ModelRolloutStatus,
-    entry: CheckStatus,
-    check: Check,
-) -> CheckObservation:
-    if check.webhook is not None:
-        state, message = await _call(adapters, rollout, spec, status, entry, check)
-        return CheckObservation(entry.point, entry.name, entry.attempt, state, message)
-    namespace = rollout["metadata"]["namespace"]
-    name = job_name(rollout["metadata"]["name"], entry.point, entry.name, entry.attempt)
-    logs = f"kubectl logs -n {namespace} job/{name}"
-    job = await adapters.objects.get(JOB, namespace, name)
+async def _observe_one(adapters: Adapters, attempt: _Attempt) -> CheckObservation:
+    if attempt.run.check.webhook is not None:
+        return attempt.seen(*await _call(adapters, attempt))
+    name, logs = attempt.job, f"kubectl logs -n {attempt.namespace} job/{attempt.job}"
+    job = await adapters.objects.get(JOB, attempt.namespace, name)
     if job is None:
-        await start(adapters, rollout, spec, RunCheck(entry.point, check, entry.attempt))
-        return CheckObservation(entry.point, entry.name, entry.attempt, "running", job=name)
+        await start(adapters, attempt.rollout, attempt.spec, RunCheck(attempt.run))
+        return attempt.seen("running", job=name)
     state, said = job_state(job)
     if state == "failed":
-        why = reason(f"Job {name} failed: {said}")
-        return CheckObservation(
-            entry.point, entry.name, entry.attempt, "failed", why, job=name, logs=logs
-        )
+        return attempt.seen("failed", reason(f"Job {name} failed: {said}"), job=name, logs=logs)
     if state == "running":
-        return CheckObservation(entry.point, entry.name, entry.attempt, "running", job=name)
-    kpis = kpis_of(await adapters.objects.list(POD, namespace, f"job-name={name}"))
-    return CheckObservation(
-        entry.point, entry.name, entry.attempt, "succeeded", f"Job {name} succeeded",
-        kpis=kpis, job=name, logs=logs,
-    )  # fmt: skip
+        return attempt.seen("running", job=name)
+    kpis = kpis_of(await adapters.objects.list(POD, attempt.namespace, f"job-name={name}"))
+    return attempt.seen("succeeded", f"Job {name} succeeded", kpis=kpis, job=name, logs=logs)
 
 
 async def start(
-    adapters: Adapters, rollout: Manifest, spec: ModelRolloutSpec, run: RunCheck
+    adapters: Adapters, rollout: Manifest, spec: ModelRolloutSpec, action: RunCheck
 ) -> None:
     """Create the attempt's Job (a webhook is called when it is next observed)."""
-    check = run.check
+    check = action.run.check
     if check.job is None:
         return
+    attempt = _Attempt(rollout, spec, ModelRolloutStatus(), action.run)
     metadata = rollout["metadata"]
-    name = job_name(metadata["name"], run.point, check.name, run.attempt)
     body: dict[str, Any] = check.job.template.to_wire()
     body.setdefault("ttlSecondsAfterFinished", TTL_AFTER_FINISHED_SECONDS)
     pod = body["template"].setdefault("spec", {})
-    context = _environment(metadata, spec, run)
+    context = _environment(attempt)
     for container in pod.get("containers") or []:
         container["env"] = [*(container.get("env") or []), *context]
     labels = {LABEL: metadata["name"], f"{GROUP}/check": check.name}
+    owner = {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "name": metadata["name"],
+             "uid": metadata["uid"]}  # fmt: skip
     manifest = {
         "metadata": {
-            "name": name,
-            "namespace": metadata["namespace"],
+            "name": attempt.job,
+            "namespace": attempt.namespace,
             "labels": labels,
-            "ownerReferences": [
-                {
-                    "apiVersion": f"{GROUP}/{VERSION}",
-                    "kind": KIND,
-                    "name": metadata["name"],
-                    "uid": metadata["uid"],
-                }
-            ],
+            "ownerReferences": [owner],
         },
         "spec": body,
     }
     await adapters.objects.apply(JOB, manifest)
 
 
-async def stop(adapters: Adapters, rollout: Manifest, run: StopCheck) -> None:
-    if run.check.job is None:
+async def stop(
+    adapters: Adapters, rollout: Manifest, spec: ModelRolloutSpec, action: StopCheck
+) -> None:
+    if action.run.check.job is None:
         return
-    metadata = rollout["metadata"]
-    name = job_name(metadata["name"], run.point, run.check.name, run.attempt)
-    await adapters.objects.delete(JOB, metadata["namespace"], name)
+    attempt = _Attempt(rollout, spec, ModelRolloutStatus(), action.run)
+    await adapters.objects.delete(JOB, attempt.namespace, attempt.job)
 
 
-def _environment(metadata: Manifest, spec: ModelRolloutSpec, run: RunCheck) -> list[dict[str, str]]:
+def _environment(attempt: _Attempt) -> list[dict[str, str]]:
+    spec, run = attempt.spec, attempt.run
     values = {
-        "MODELROLLOUT_NAMESPACE": metadata["namespace"],
-        "MODELROLLOUT_NAME": metadata["name"],
+        "MODELROLLOUT_NAMESPACE": attempt.namespace,
+        "MODELROLLOUT_NAME": attempt.rollout["metadata"]["name"],
         "MODELROLLOUT_CHECK": run.check.name,
         "MODELROLLOUT_CHECK_POINT": run.point,
         "MODELROLLOUT_STABLE_DEPLOYMENT": spec.stable.deployment,
@@ -146,24 +149,16 @@ def _environment(metadata: Manifest, spec: ModelRolloutSpec, run: RunCheck) -> l
     return [{"name": k, "value": v} for k, v in values.items()]
 
 
-async def _call(
-    adapters: Adapters,
-    rollout: Manifest,
-    spec: ModelRolloutSpec,
-    status: ModelRolloutStatus,
-    entry: CheckStatus,
-    check: Check,
-) -> tuple[AttemptState, str]:
+async def _call(adapters: Adapters, attempt: _Attempt) -> tuple[AttemptState, str]:
     """POST the rollout's context; 2xx passes, with the answer's `reason` if it has one."""
-    webhook = check.webhook
+    webhook = attempt.run.check.webhook
     assert webhook is not None
-    namespace = rollout["metadata"]["namespace"]
     policy = adapters.connections.policy
     try:
-        url = webhook.url or await _secret_url(adapters, namespace, webhook.url_secret_ref)
+        url = webhook.url or await _secret_url(adapters, attempt.namespace, webhook.url_secret_ref)
     except (LookupError, ValueError, AddressNotAllowed) as error:
         return "failed", reason(error)
-    payload = _context(rollout, spec, status, entry)
+    payload = _context(attempt)
     timeout = parse_duration(webhook.timeout).total_seconds()
     loop = asyncio.get_running_loop()
     try:
@@ -206,18 +201,16 @@ def _post(policy: AddressPolicy, url: str, payload: Manifest, timeout: float) ->
     return response.status_code, str(said) if said else ""
 
 
-def _context(
-    rollout: Manifest, spec: ModelRolloutSpec, status: ModelRolloutStatus, entry: CheckStatus
-) -> Manifest:
-    metadata = rollout["metadata"]
+def _context(attempt: _Attempt) -> Manifest:
+    metadata, status, run = attempt.rollout["metadata"], attempt.status, attempt.run
     wire = status.to_wire()
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "ModelRolloutCheck",
-        "check": {"point": entry.point, "name": entry.name, "attempt": entry.attempt},
+        "check": {"point": run.point, "name": run.check.name, "attempt": run.attempt},
         "rollout": {k: metadata.get(k) for k in ("namespace", "name", "uid")},
-        "stable": spec.stable.to_wire(),
-        "candidate": spec.candidate.to_wire(),
+        "stable": attempt.spec.stable.to_wire(),
+        "candidate": attempt.spec.candidate.to_wire(),
         "stage": status.stage,
         "stageCount": status.stage_count,
         "weight": status.weight,

@@ -279,8 +279,8 @@ async def _act(
             await scale(adapters.objects, namespace, action.deployment, action.replicas)
         elif isinstance(action, RunCheck) and spec is not None:
             await checks.start(adapters, rollout, spec, action)
-        elif isinstance(action, StopCheck):
-            await checks.stop(adapters, rollout, action)
+        elif isinstance(action, StopCheck) and spec is not None:
+            await checks.stop(adapters, rollout, spec, action)
         elif isinstance(action, EmitEvent):
             kopf.event(body, type=action.type, reason=action.reason, message=action.message)
             log = logger.warning if action.type == "Warning" else logger.info

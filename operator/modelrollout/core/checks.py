@@ -22,7 +22,7 @@ from modelrollout.api.durations import parse_duration
 from modelrollout.api.spec import Check, Checks
 from modelrollout.api.status import CheckPoint, CheckStatus, KpiStatus
 from modelrollout.core.conditions import timestamp
-from modelrollout.core.types import CheckObservation, RunCheck, StopCheck
+from modelrollout.core.types import CheckAttempt, CheckObservation, RunCheck, StopCheck
 
 GateVerdict = Literal["pass", "wait", "fail"]
 MESSAGE_CHARS = 1024
@@ -97,7 +97,7 @@ def advance(
 
 
 def _start(gate: Gate, point: CheckPoint, check: Check, attempt: int, now: datetime) -> CheckStatus:
-    gate.starts.append(RunCheck(point, check, attempt))
+    gate.starts.append(RunCheck(CheckAttempt(point, check, attempt)))
     kind = "Job" if check.job is not None else "webhook"
     message = f"{point} check {check.name} started ({kind}, attempt {attempt})"
     gate.events.append(("Normal", "CheckStarted", message))
@@ -124,7 +124,7 @@ def _progress(
     elif seen is not None and seen.state == "failed":
         outcome = (False, seen.message or "failed", [])
     elif (now - entry.started_at).total_seconds() >= parse_duration(check.timeout).total_seconds():
-        gate.stops.append(StopCheck(point, check, entry.attempt))
+        gate.stops.append(StopCheck(CheckAttempt(point, check, entry.attempt)))
         outcome = (False, f"timed out after {check.timeout}", [])
     if outcome is None:
         return entry

@@ -136,8 +136,8 @@ class CheckObservation:
 
 
 @dataclass(frozen=True)
-class RunCheck:
-    """Start an attempt: create its Job (named by `job_name`), or call its webhook."""
+class CheckAttempt:
+    """One attempt of one check at one gate."""
 
     point: CheckPoint
     check: Check
@@ -145,12 +145,17 @@ class RunCheck:
 
 
 @dataclass(frozen=True)
+class RunCheck:
+    """Start an attempt: create its Job, or call its webhook."""
+
+    run: CheckAttempt
+
+
+@dataclass(frozen=True)
 class StopCheck:
     """Stop an attempt that timed out: delete its Job."""
 
-    point: CheckPoint
-    check: Check
-    attempt: int
+    run: CheckAttempt
 
 
 # -- what the router makes true ----------------------------------------------------
@@ -163,9 +168,9 @@ class RouteTarget:
     weight: the candidate's share of answered traffic; mirror: copies of the stable's
     traffic go to the candidate, `mirror_percent` of them (answers discarded);
     candidate_floor: the weight the candidate's replicas are provisioned for (the
-    replicas router grows the candidate before the stable shrinks); stable_floor: the
-    weight the stable keeps replicas for while the candidate shrinks (rollback: the
-    stable grows first); total_replicas: the fleet the replicas router splits.
+    replicas router grows the candidate before the stable shrinks, and on a rollback
+    keeps them until the stable has grown back); total_replicas: the fleet the
+    replicas router splits.
     """
 
     weight: int
@@ -173,7 +178,6 @@ class RouteTarget:
     candidate_floor: int
     total_replicas: int | None
     mirror_percent: int = 100
-    stable_floor: int | None = None
 
 
 # -- actions -----------------------------------------------------------------------
