@@ -542,6 +542,10 @@ class Model:
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes: with Nagle's algorithm the body would wait
+    # for the client's delayed ACK of the headers (40 ms on Linux) with clients that
+    # send their request in two segments, as aiohttp's does. Serving stacks set this too.
+    disable_nagle_algorithm = True
     server_version = "modelserver/1"
     sys_version = ""
     model: Model  # set on a subclass by serve()

@@ -3,7 +3,7 @@
 The stable's status, headers and body are streamed back unchanged (bodies pass
 through still encoded); the only changes are those any HTTP proxy makes: hop-by-hop
 headers are dropped and X-Forwarded-* added. Nothing waits for the candidate: a copy
-is started beside the stable call and only receives the stable's answer afterwards.
+starts only once the client has its whole answer.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from modelrollout.shadow.metrics import ShadowMetrics
 from modelrollout.shadow.settings import Settings
-from modelrollout.shadow.shadowing import Copy, Shadower, StableAnswer, upstream_url
+from modelrollout.shadow.shadowing import Shadower, StableAnswer, upstream_url
 
 log = logging.getLogger("modelrollout.shadow")
 
@@ -105,15 +105,14 @@ class Proxy:
         self.metrics.requests.inc()
         head, more = await read_head(request, self.settings.max_body)
         headers = request_headers(request)
-        copy = None
-        if self.shadower.sampled():
-            body = None if more else head
-            copy = self.shadower.start(request.method, request.raw_path, headers, body)
-        try:
-            return await self._forward(request, headers, head, more, copy)
-        finally:
-            if copy is not None:
-                copy.stable_failed()  # a no-op when the stable answered
+        copied = self.shadower.sampled()
+        if copied and more:
+            self.metrics.dropped["body_too_large"].inc()
+            copied = False
+        response, stable = await self._forward(request, headers, head, more, keep=copied)
+        if copied:  # only now: the copy's work never competes with the client's answer
+            self.shadower.start(request.method, request.raw_path, headers, head, stable)
+        return response
 
     async def _forward(
         self,
@@ -121,8 +120,10 @@ class Proxy:
         headers: CIMultiDict[str],
         head: bytes,
         more: bool,
-        copy: Copy | None,
-    ) -> web.StreamResponse:
+        keep: bool,
+    ) -> tuple[web.StreamResponse, StableAnswer | str]:
+        """The stable's answer, streamed to the client; and, when `keep`, what the
+        comparison needs of it (or the uncompared reason when there is none)."""
         data: bytes | AsyncIterator[bytes] | None
         if more:  # streamed on; its Content-Length, if any, stays and frames it
             data = _rest(head, request)
@@ -137,35 +138,37 @@ class Proxy:
                 request.method, url, headers=headers, data=data, allow_redirects=False
             )
         except TimeoutError:
-            return _error(
-                504, f"the stable model did not answer in {self.settings.stable_timeout:g}s"
-            )
+            message = f"the stable model did not answer in {self.settings.stable_timeout:g}s"
+            return _error(504, message), "stable_error"
         except (aiohttp.ClientError, OSError) as error:
             log.warning("stable model unreachable: %s %s: %r", request.method, url, error)
-            return _error(502, f"the stable model is unreachable: {type(error).__name__}")
+            message = f"the stable model is unreachable: {type(error).__name__}"
+            return _error(502, message), "stable_error"
         async with upstream:
             response = web.StreamResponse(
                 status=upstream.status,
                 reason=upstream.reason,
                 headers=end_to_end(upstream.headers),
             )
-            await response.prepare(request)
-            kept: list[bytes] | None = [] if copy is not None else None
+            kept: list[bytes] = []
             size = 0
-            async for chunk in upstream.content.iter_any():
-                if kept is not None:
-                    size += len(chunk)
-                    if size <= self.settings.max_body:
-                        kept.append(chunk)
-                await response.write(chunk)
-            await response.write_eof()
-        if copy is not None and kept is not None:
-            body = b"".join(kept) if size <= self.settings.max_body else None
-            encoding = upstream.headers.get("Content-Encoding", "").strip().lower()
-            copy.stable_answered(StableAnswer(upstream.status, body, encoding))
-        return response
+            try:
+                await response.prepare(request)
+                async for chunk in upstream.content.iter_any():
+                    if keep:
+                        size += len(chunk)
+                        if size <= self.settings.max_body:
+                            kept.append(chunk)
+                    await response.write(chunk)
+                await response.write_eof()
+            except ConnectionResetError:  # the client left mid-answer: nothing to compare
+                log.debug("client gone: %s %s", request.method, request.raw_path)
+                return response, "stable_error"
+        body = b"".join(kept) if size <= self.settings.max_body else None
+        encoding = upstream.headers.get("Content-Encoding", "").strip().lower()
+        return response, StableAnswer(upstream.status, body, encoding)
 
 
 def _error(status: int, message: str) -> web.Response:
-    """The comparator's own answer when the stable gave none (no copy is compared)."""
+    """The comparator's own answer when the stable gave none."""
     return web.json_response({"error": f"modelrollout-shadow: {message}"}, status=status)

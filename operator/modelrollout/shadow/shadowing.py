@@ -1,7 +1,7 @@
 """Copies of requests to the candidate, in the background, within fixed bounds.
 
-A copy never touches the client's answer: it runs in its own task, sent at the same
-time as the request to the stable, with a timeout on the candidate's whole answer.
+A copy never touches the client's answer: it starts once the client has the stable's
+answer, runs in its own task, and has a timeout on the candidate's whole answer.
 At most `max_in_flight` copies run at once; one over that is dropped and counted,
 so memory stays bounded (each copy holds at most a request and two answers of
 `max_body` bytes) however fast requests come and however slow the candidate is.
@@ -33,22 +33,6 @@ class StableAnswer:
     status: int
     body: bytes | None  # None: over max_body, not kept
     encoding: str  # the Content-Encoding, lower case; "" for none
-
-
-class Copy:
-    """One shadowed request; the proxy hands it the stable's answer, or why there is none."""
-
-    def __init__(self, future: asyncio.Future[StableAnswer | str]) -> None:
-        self._future = future
-
-    def stable_answered(self, answer: StableAnswer) -> None:
-        if not self._future.done():
-            self._future.set_result(answer)
-
-    def stable_failed(self, reason: str = "stable_error") -> None:
-        """No answer from the stable to compare with (a no-op once it answered)."""
-        if not self._future.done():
-            self._future.set_result(reason)
 
 
 def upstream_url(base: URL, raw_path: str) -> URL:
@@ -116,23 +100,25 @@ class Shadower:
         return self._share > 0 and self._rng.random() < self._share
 
     def start(
-        self, method: str, raw_path: str, headers: CIMultiDict[str], body: bytes | None
-    ) -> Copy | None:
-        """Send a copy in the background, unless its body is too large (None) or
-        `max_in_flight` copies are under way; either is counted as dropped."""
-        if body is None:
-            self.metrics.dropped["body_too_large"].inc()
-            return None
+        self,
+        method: str,
+        raw_path: str,
+        headers: CIMultiDict[str],
+        body: bytes,
+        stable: StableAnswer | str,
+    ) -> None:
+        """Send a copy in the background, unless `max_in_flight` copies are under way
+        (then it is dropped and counted). It is sent whatever the stable answered, so
+        the candidate sees the same traffic, bad requests too; `stable` is that answer,
+        or why there is none."""
         if self._in_flight >= self.settings.max_in_flight:
             self.metrics.dropped["in_flight_limit"].inc()
-            return None
+            return
         self._in_flight += 1
         self.metrics.in_flight.inc()
-        stable: asyncio.Future[StableAnswer | str] = asyncio.get_running_loop().create_future()
         task = asyncio.create_task(self._run(method, raw_path, headers, body, stable))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        return Copy(stable)
 
     async def close(self) -> None:
         """Cancel the copies under way (at shutdown: their verdicts would be lost anyway)."""
@@ -146,11 +132,11 @@ class Shadower:
         raw_path: str,
         headers: CIMultiDict[str],
         body: bytes,
-        stable: asyncio.Future[StableAnswer | str],
+        stable: StableAnswer | str,
     ) -> None:
         try:
             candidate = await self._ask_candidate(method, raw_path, headers, body)
-            self._count(await stable, candidate)
+            self._count(stable, candidate)
         except asyncio.CancelledError:
             raise
         except Exception:  # a bug here must never reach the client or stop the comparator
