@@ -565,7 +565,7 @@ def test_follow_rollout_shadows_only_while_the_rollout_mirrors(
 ) -> None:
     custom = kubernetes.client.CustomObjectsApi(k8s)
     kubeconfig = chart_rbac(helm, control_plane, namespace)
-    rollout = objects.rollout(ROLLOUT, "ranker-v1", "ranker-v2", {"gatewayAPI": {"httpRoute": "r"}})
+    rollout = objects.rollout(ROLLOUT, "ranker-v1", "ranker-v2", {"replicas": {"totalReplicas": 4}})
     custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, rollout)
 
     def mirroring(value: bool) -> None:
