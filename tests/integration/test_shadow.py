@@ -616,8 +616,13 @@ def test_follow_rollout_shadows_only_while_the_rollout_mirrors(
     assert copies_after(10) == 20
     assert shadow.proc.alive()
 
-    # A rollout that no longer exists mirrors nothing.
+    # Readable again, it sees the change it missed.
     chart_rbac(helm, control_plane, namespace)
+    shadow.wait_value(share, "", lambda v: v == 0, "share 0 once it can read again")
+
+    # A rollout that no longer exists mirrors nothing.
+    mirroring(True)
+    shadow.wait_value(share, "", lambda v: v == 1, "share 1 before the rollout goes")
     custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, ROLLOUT)
     shadow.wait_value(share, "", lambda v: v == 0, "share 0 once the rollout is gone")
     assert shadow.value(errors, "not_found") >= 1

@@ -75,13 +75,13 @@ async def serve(settings: Settings, api: object | None) -> None:
             await web.TCPSite(runner, where.host, where.port).start()
         if api is not None:
             follower = asyncio.create_task(RolloutFollower(settings, metrics, shadower, api).run())
-        share = f"{settings.share:g}" + (" while the rollout mirrors" if api else "")
         log.info(
-            "listening on %s for %s; copying %s of requests to %s; metrics on %s",
+            "listening on %s for %s; copying %g of requests to %s%s; metrics on %s",
             settings.listen,
             settings.stable,
-            share,
+            settings.share,
             settings.candidate,
+            f" while {settings.namespace}/{settings.rollout} mirrors" if api else "",
             settings.metrics_listen,
         )
         await _stopped()
