@@ -14,3 +14,12 @@ in Prometheus, where the rollout's match-rate gate reads it. See docs/shadow.md.
   metrics.py    the Prometheus series
   main.py       the process
 """
+
+try:
+    import aiohttp  # noqa: F401
+    import jsonpath  # noqa: F401
+except ImportError as error:  # installed without the extra
+    raise ImportError(
+        f"the shadow comparator needs the 'shadow' extra: pip install 'modelrollout[shadow]' "
+        f"({error})"
+    ) from error
