@@ -548,3 +548,20 @@ def test_pause_and_resume_actions_hold_the_weight_and_the_stage_clock_goes_on() 
     world.tick()
     assert (world.status.phase, world.status.manual_pause) == ("Progressing", False)
     world.run_until(lambda w: w.status.stage == 3)
+
+
+def test_a_stage_judged_by_a_match_rate_leaves_the_copying_to_the_comparator() -> None:
+    match = {"slo": {"min": 0.95}}
+    spec = gateway_spec(
+        strategy={
+            "stages": [
+                {"weight": 0, "mirror": True, "duration": "10s", "matchRate": match},
+                {"weight": 100, "duration": "10s"},
+            ]
+        },
+        analysis={"prometheus": {"address": "http://p.monitoring.svc:9090"}},
+    )
+    world = World(spec, judgement=Judgement("pass"))
+    world.run_until(lambda w: w.status.stage == 1)
+    assert world.status.mirroring is True  # what the comparator follows
+    assert [(t.weight, t.mirror) for t in world.writes] == [(0, False)]

@@ -72,13 +72,19 @@ _DRIFT_REASONS = {
 
 def route_target(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> RouteTarget:
     """What the router must make true for this status. A dry run serves the candidate
-    nothing: where the router can mirror, it mirrors the stage's share instead."""
+    nothing: where the router can mirror, it mirrors the stage's share instead. A mirror
+    stage judged by a match rate leaves the copying to the shadow comparator (which
+    follows status.mirroring): a data-plane mirror as well would copy every request
+    twice into the candidate's metrics."""
     floor = max(status.weight, status.preparing_weight or 0)
     if spec.dry_run:
         share = status.weight or (100 if status.mirroring else 0)
         share = 0 if status.phase in TERMINAL_PHASES else share
         return RouteTarget(0, share > 0, 0, status.total_replicas, mirror_percent=share or 100)
-    return RouteTarget(status.weight, status.mirroring, floor, status.total_replicas)
+    stages = spec.strategy.resolved_stages()
+    compared = 0 < status.stage <= len(stages) and stages[status.stage - 1].match_rate is not None
+    mirror = status.mirroring and not compared
+    return RouteTarget(status.weight, mirror, floor, status.total_replicas)
 
 
 def step(
