@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 
 import kopf
@@ -27,6 +28,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--priority", type=int, default=0, help="peering priority; give each replica its own"
+    )
+    parser.add_argument(
+        "--leader-election",
+        metavar="LEASE",
+        help="run only while holding this coordination.k8s.io Lease (replicas wait as "
+        "standbys and take over within about 15s of a crash); else standalone or --peering",
+    )
+    parser.add_argument(
+        "--leader-election-namespace",
+        metavar="NS",
+        default=os.environ.get("POD_NAMESPACE", "default"),
+        help="namespace of the Lease; default $POD_NAMESPACE or default",
     )
     parser.add_argument(
         "--liveness",
@@ -65,6 +78,13 @@ def main(argv: list[str] | None = None) -> int:
     import modelrollout.controller.handlers  # noqa: F401  (registers the handlers)
 
     telemetry.serve(args.metrics_port)
+    if args.leader_election:
+        if args.peering:
+            print(
+                "modelrollout-operator: --leader-election or --peering, not both", file=sys.stderr
+            )
+            return 2
+        _lead(args)
 
     kopf.run(
         standalone=args.peering is None,
@@ -75,6 +95,27 @@ def main(argv: list[str] | None = None) -> int:
         liveness_endpoint=args.liveness,
     )
     return 0
+
+
+def _lead(args: argparse.Namespace) -> None:
+    """Block until this replica leads; from then on, losing the Lease ends the process
+    before any other replica may write (see leader.py). A standby answers the liveness
+    URL itself, so it is not restarted for waiting."""
+    from modelrollout.kube.client import api_client_from_environment
+    from modelrollout.leader import LeaderElection, standby_health
+
+    identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+    election = LeaderElection(
+        api_client_from_environment(), args.leader_election_namespace, args.leader_election,
+        identity,
+    )  # fmt: skip
+    with standby_health(args.liveness):
+        election.acquire()
+    telemetry.LEADER.set(1)
+    election.keep(lost=lambda: os._exit(LOST_LEASE_EXIT_CODE))
+
+
+LOST_LEASE_EXIT_CODE = 75  # EX_TEMPFAIL: restart me; another replica leads now
 
 
 if __name__ == "__main__":

@@ -23,6 +23,11 @@ ROLLOUT = ["namespace", "name"]
 PHASES: tuple[str, ...] = get_args(Phase)
 
 INFO = Gauge("modelrollout_info", "The operator's version", ["version"], registry=REGISTRY)
+LEADER = Gauge(
+    "modelrollout_leader",
+    "1 while this replica holds the leader-election Lease (with --leader-election)",
+    registry=REGISTRY,
+)
 PHASE = Gauge(
     "modelrollout_phase",
     "1 for the rollout's current phase",

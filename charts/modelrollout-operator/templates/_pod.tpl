@@ -9,6 +9,10 @@ The operator's pod, shared by the Deployment (standalone) and the StatefulSet (p
 {{- range .Values.watchNamespaces }}
 - --namespace={{ . }}
 {{- end }}
+{{- if eq .Values.highAvailability.mode "leaderElection" }}
+- --leader-election={{ include "modelrollout-operator.leaseName" . }}
+- --leader-election-namespace={{ .Release.Namespace }}
+{{- end }}
 {{- if eq .Values.highAvailability.mode "peering" }}
 - --peering={{ .Values.highAvailability.peeringName }}
 {{- /*
@@ -68,6 +72,12 @@ spec:
           value: "1"
         - name: PYTHONUNBUFFERED
           value: "1"
+        {{- if eq .Values.highAvailability.mode "leaderElection" }}
+        - name: POD_NAME
+          valueFrom:
+            fieldRef:
+              fieldPath: metadata.name
+        {{- end }}
         {{- if eq .Values.highAvailability.mode "peering" }}
         - name: POD_INDEX
           valueFrom:
