@@ -17,10 +17,10 @@ from modelrollout import telemetry
 from modelrollout.api.objects import ObjectRef
 from modelrollout.api.resource import ACTION_ANNOTATION, FINALIZER, GROUP, PLURAL, VERSION
 from modelrollout.controller.adapters import Adapters
-from modelrollout.controller.daemon import drive, wake_event
+from modelrollout.controller.daemon import drive, forget_wake, wake_event
 from modelrollout.controller.reconcile import Logger, release
 from modelrollout.core.phases import needs_driving
-from modelrollout.core.targets import Claimant, claims_of
+from modelrollout.core.targets import Claimant, claims_of, routing_kinds
 from modelrollout.egress import AddressPolicy
 from modelrollout.kube.client import Kube
 
@@ -70,14 +70,32 @@ def rollout_claims(
 @kopf.on.event(GROUP, VERSION, PLURAL)
 async def wake_on_change(body: kopf.Body, memo: kopf.Memo, type: str, **_: Any) -> None:
     """Wake the daemon for a new generation or action, not for our own status writes."""
+    namespace, name = str(body.metadata.namespace), str(body.metadata.name)
     if type == "DELETED":
-        telemetry.forget(str(body.metadata.namespace), str(body.metadata.name))
+        telemetry.forget(namespace, name)
         memo.driven.discard(str(body.metadata.uid))
+        forget_wake(memo, namespace, name)
         return
     key = (body.metadata.get("generation"), body.metadata.annotations.get(ACTION_ANNOTATION))
-    if memo.get("seen") != key:
-        memo.seen = key
-        wake_event(memo).set()
+    seen: dict[tuple[str, str], Any] = memo.setdefault("seen", {})
+    if seen.get((namespace, name)) != key:
+        seen[(namespace, name)] = key
+        wake_event(memo, namespace, name).set()
+
+
+async def wake_claimants(
+    body: kopf.Body, memo: kopf.Memo, namespace: str | None, **kwargs: Any
+) -> None:
+    """A routing object changed: wake the rollouts that drive it, so a write by someone
+    else (a GitOps sync, a person) is reasserted at once instead of at the next tick."""
+    claims: kopf.Index[tuple[str, str, str], Claimant] = kwargs["rollout_claims"]
+    kind = str(body.get("kind"))
+    for claimant in claims.get((str(namespace), kind, str(body.metadata.name)), ()):
+        wake_event(memo, str(namespace), claimant.name).set()
+
+
+for _kind in routing_kinds():
+    kopf.on.event(_kind.group, _kind.version, _kind.plural)(wake_claimants)
 
 
 # The backoff lets a stopped daemon finish its pass (and, on deletion, give traffic
@@ -103,7 +121,8 @@ async def drive_rollout(
     deleted = False
     try:
         claims = kwargs["rollout_claims"]
-        deleted = await drive(memo.adapters, body, claims, wake_event(memo), stopped, logger)
+        wake = wake_event(memo, str(body.metadata.namespace), str(body.metadata.name))
+        deleted = await drive(memo.adapters, body, claims, wake, stopped, logger)
     finally:
         if not deleted:  # a deleted one stays until the object is gone (wake_on_change)
             memo.driven.discard(uid)
