@@ -80,6 +80,9 @@ class CandidateRef(ApiModel):
     )
 
 
+_UNKNOWN = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+
+
 class RoutingMethod(ApiModel):
     """One way of moving weight. A method that drives a routing object names its kind
     here, so the controller, the machine and the RBAC all learn it from one place."""
@@ -110,6 +113,21 @@ class ReplicasRouting(RoutingMethod):
     )
 
 
+class ManagedRoute(ApiModel):
+    """The HTTPRoute is the operator's: it creates it and writes all of its spec, so Git
+    (and Argo CD or Flux) never hold the route or its weights."""
+
+    parent_refs: list[Annotated[dict[str, Any], Field(json_schema_extra=_UNKNOWN)]] = Field(
+        min_length=1,
+        max_length=32,
+        description="The route's parentRefs (the Gateways it attaches to), as in an HTTPRoute.",
+    )
+    hostnames: list[Annotated[str, Field(max_length=253)]] | None = Field(
+        None, max_length=16, description="The route's hostnames, as in an HTTPRoute."
+    )
+    port: int = Field(80, ge=1, le=65535, description="Port of both Services. Default: 80.")
+
+
 class GatewayAPIRouting(RoutingMethod):
     """Weights on the two backendRefs of a Gateway API HTTPRoute rule."""
 
@@ -127,6 +145,21 @@ class GatewayAPIRouting(RoutingMethod):
         le=63,
         description="Index of the rule in spec.rules whose backendRefs point at the stable "
         "and candidate Services. Default: 0.",
+    )
+    managed_route: ManagedRoute | None = Field(
+        None,
+        description="Let the operator create and own the HTTPRoute (one rule to the two "
+        "Services), so that GitOps tools never hold its weights. Unset: the route exists "
+        "and the operator writes only the weights of rule ruleIndex.",
+    )
+
+    rules = (
+        Rule(
+            cel="!has(self.managedRoute) || !has(self.ruleIndex) || self.ruleIndex == 0",
+            message="a managedRoute has one rule: ruleIndex must be 0",
+            holds=lambda m: m.managed_route is None or m.rule_index == 0,
+            field_path=".ruleIndex",
+        ),
     )
 
     @property
