@@ -240,6 +240,25 @@ def test_retry_after_is_respected(receiver: Callable[..., Listener]) -> None:
     assert waits.seconds == [1.0]  # the receiver's Retry-After, above the 0.05s backoff
 
 
+def test_a_full_queue_drops_the_oldest(receiver: Callable[..., Listener]) -> None:
+    listener = receiver()
+    target = Receiver(name("crowded"), "webhook", listener.url)
+    notifier = Notifier(LOOPBACK, DeliveryPolicy(queue_limit=3))
+    sent = list(transitions(6))
+
+    async def scenario() -> None:
+        for notification in sent:  # in one go: all queue before the worker first runs
+            notifier.send(target, notification)
+        await until(lambda: notifier.health(target).delivered == 3, "3 deliveries")
+        await notifier.close(deadline=10)
+
+    asyncio.run(scenario())
+    assert listener.answered() == [(n.id, 200) for n in sent[3:]]
+    health = notifier.health(target)
+    assert (health.delivered, health.dropped) == (3, 3)
+    assert sample("modelrollout_notifications_total", receiver=target.name, result="dropped") == 3
+
+
 def test_a_dead_receiver_is_retried_with_backoff_then_counted_failed() -> None:
     port = procs.free_port()  # nothing listens there
     target = Receiver(name("dead"), "slack", f"http://127.0.0.1:{port}{SECRET_PATH}")

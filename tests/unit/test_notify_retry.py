@@ -11,13 +11,14 @@ import requests
 from urllib3.exceptions import ProtocolError
 
 from modelrollout.egress import AddressNotAllowed, AddressPolicy
-from modelrollout.notify import DeliveryPolicy, Notification, Notifier, Receiver
+from modelrollout.notify import DeliveryPolicy, Notification, Notifier, Receiver, ReceiverHealth
 from modelrollout.notify.delivery import (
     judge_error,
     judge_status,
     parse_retry_after,
     redact,
 )
+from modelrollout.telemetry import REGISTRY
 
 POLICY = DeliveryPolicy(timeout=2.5, backoff=1.0, backoff_cap=8.0, retry_after_cap=20.0)
 URL = "http://user:pa55word@hooks.example.svc/services/T0/B0/t0ken?key=qu3ry"
@@ -116,26 +117,51 @@ def test_send_never_raises_and_counts_what_it_could_not_queue() -> None:
     asyncio.run(notifier.close(deadline=0))
 
 
-def test_a_full_queue_drops_its_oldest() -> None:
-    """Sends in one go queue before the worker first runs: the oldest give way."""
+def test_a_full_queue_counts_what_it_drops() -> None:
+    """Sends in one go queue before the worker first runs (which ones go: see the
+    integration test with a real receiver)."""
     notifier = Notifier(AddressPolicy.parse("10.255.255.0/24"), DeliveryPolicy(queue_limit=3))
     receiver = Receiver("unit-full-queue", "webhook", "http://127.0.0.1:9/x")
 
-    async def scenario() -> list[str]:
+    async def scenario() -> None:
         for i in range(1, 7):
-            n = Notification(
-                f"u/{i}", "Started", "ml", "r", 1, 4, 1, "Progressing", "", "", datetime.now(UTC)
-            )
-            notifier.send(receiver, n)
+            notifier.send(receiver, _notification(i))
         health = notifier.health(receiver)
         assert (health.queued, health.dropped) == (3, 3)
-        waiting = [n.id for _, n in notifier._streams[receiver.name].queue]
         await notifier.close(deadline=30)
-        return waiting
 
-    assert asyncio.run(scenario()) == ["u/4", "u/5", "u/6"]
+    asyncio.run(scenario())
     health = notifier.health(receiver)
     # 127.0.0.1 is outside this allowlist: each remaining one fails at once, unsent.
-    assert (health.failed, health.dropped, health.delivered) == (3, 3, 0)
+    assert (health.failed, health.dropped, health.delivered, health.queued) == (3, 3, 0, 0)
     assert health.last_error is not None
     assert health.last_error.startswith("address not allowed")
+
+
+def test_forget_drops_a_receivers_health_and_series_once_it_has_sent_its_queue() -> None:
+    notifier = Notifier(AddressPolicy.parse("10.255.255.0/24"))
+    receiver = Receiver("unit-forget", "webhook", "http://127.0.0.1:9/x")
+    labels = {"receiver": receiver.name, "result": "failed"}
+    queue = {"receiver": receiver.name}
+
+    async def scenario() -> None:
+        notifier.send(receiver, _notification(1))
+        assert REGISTRY.get_sample_value("modelrollout_notifications_total", labels) == 0
+        assert REGISTRY.get_sample_value("modelrollout_notification_queue_length", queue) == 1
+        notifier.forget(receiver)  # one still queued: kept until it is sent
+        assert notifier.receivers() == [receiver.name]
+        while notifier.receivers():
+            await asyncio.sleep(0.01)
+        await notifier.close(deadline=0)
+
+    assert REGISTRY.get_sample_value("modelrollout_notifications_total", labels) is None
+    asyncio.run(scenario())
+    assert notifier.health(receiver) == ReceiverHealth(receiver.name)
+    assert REGISTRY.get_sample_value("modelrollout_notifications_total", labels) is None
+    assert REGISTRY.get_sample_value("modelrollout_notification_queue_length", queue) is None
+
+
+def _notification(i: int) -> Notification:
+    return Notification(
+        f"u/{i}", "Started", "ml", "r", 1, 4, 1, "Progressing", "", "", datetime.now(UTC)
+    )

@@ -56,7 +56,6 @@ class _Stream:
     """One receiver's queue and counts."""
 
     name: str
-    session: requests.Session
     queue: deque[tuple[Receiver, Notification]] = field(default_factory=deque)
     worker: asyncio.Task[None] | None = None
     in_flight: Notification | None = None
@@ -144,7 +143,6 @@ class Notifier:
             stream.queue.clear()
             stream.in_flight = None
             metrics.queued(stream.name, 0)
-            stream.session.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     # -- internals -----------------------------------------------------------------
@@ -173,24 +171,30 @@ class Notifier:
     def _stream(self, name: str) -> _Stream:
         stream = self._streams.get(name)
         if stream is None:
-            stream = self._streams[name] = _Stream(name, self.addresses.session())
+            stream = self._streams[name] = _Stream(name)
             metrics.start(name)
         return stream
 
     async def _work(self, stream: _Stream) -> None:
+        """Send until the queue is empty, then end: an idle receiver holds no task
+        and no session (the body is never read, so connections are not reused)."""
+        session = self.addresses.session()
         try:
             while stream.queue:
                 receiver, notification = stream.queue.popleft()
                 metrics.queued(stream.name, len(stream.queue))
                 stream.in_flight = notification
-                await self._deliver(stream, receiver, notification)
+                await self._deliver(stream, session, receiver, notification)
                 stream.in_flight = None
         finally:
             stream.worker = None
+            session.close()
         if stream.forget_when_idle:
             self._remove(stream)
 
-    async def _deliver(self, stream: _Stream, receiver: Receiver, n: Notification) -> None:
+    async def _deliver(
+        self, stream: _Stream, session: requests.Session, receiver: Receiver, n: Notification
+    ) -> None:
         try:
             body = formats.render(receiver.type, n)
         except Exception as error:  # a bug, not the receiver's fault: do not retry
@@ -198,7 +202,7 @@ class Notifier:
             return
         loop = asyncio.get_running_loop()
         attempt = functools.partial(
-            post, stream.session, receiver.url, body, self.policy, self._user_agent
+            post, session, receiver.url, body, self.policy, self._user_agent
         )
         outcome = Outcome(False, False, "not attempted")
         for number in range(1, self.policy.attempts + 1):
@@ -231,7 +235,6 @@ class Notifier:
         if self._streams.get(stream.name) is stream:
             del self._streams[stream.name]
             metrics.forget(stream.name)
-            stream.session.close()
 
 
 def _release() -> str:
