@@ -10,6 +10,8 @@ import sys
 import kopf
 
 from modelrollout import egress, telemetry
+from modelrollout.controller.notifications import ENVIRONMENT as RECEIVERS_ENVIRONMENT
+from modelrollout.controller.notifications import operator_receivers
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -61,6 +63,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "host patterns and CIDRs, e.g. '*.svc,10.0.0.0/8'; default $"
         f"{egress.ENVIRONMENT} or '{egress.DEFAULT}' (in-cluster Services only)",
     )
+    parser.add_argument(
+        "--receivers",
+        metavar="FILE",
+        default=os.environ.get(RECEIVERS_ENVIRONMENT),
+        help="the operator's own notification receivers, told of every rollout: a YAML "
+        "list of {name, type, url, events}; default $" + RECEIVERS_ENVIRONMENT,
+    )
     parser.add_argument("--log-format", choices=["plain", "full", "json"], default="json")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser.parse_args(argv)
@@ -74,6 +83,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"modelrollout-operator: --allowed-addresses: {error}", file=sys.stderr)
         return 2
     os.environ[egress.ENVIRONMENT] = args.allowed_addresses  # read by the startup handler
+    try:
+        operator_receivers(args.receivers)
+    except (OSError, ValueError, TypeError, AttributeError) as error:
+        print(f"modelrollout-operator: --receivers: {error}", file=sys.stderr)
+        return 2
+    if args.receivers:
+        os.environ[RECEIVERS_ENVIRONMENT] = args.receivers
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat[args.log_format.upper()])
     import modelrollout.controller.handlers  # noqa: F401  (registers the handlers)
 

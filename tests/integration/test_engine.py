@@ -148,7 +148,7 @@ async def _one_pass(api: Api, body: Obj) -> list[Obj]:
         logger = logging.getLogger("test-reconcile")
         await reconcile(adapters, kopf.Body(body), {}, logger)
     finally:
-        adapters.close()
+        await adapters.close()
     events = []
     while not queue.empty():
         event = queue.get_nowait()

@@ -10,15 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
 
-import pytest
 from prometheus_client import generate_latest
 
 from modelrollout.egress import AddressPolicy
@@ -33,57 +28,12 @@ from modelrollout.notify import (
 from modelrollout.notify.formats import summary
 from modelrollout.telemetry import REGISTRY
 from testbed import procs
-from testbed.paths import ROOT
-from testbed.procs import Spawn
 from testbed.receiver import FAILURE_BODY
+
+from .conftest import SECRET_PATH, Listener
 
 LOOPBACK = AddressPolicy.parse("127.0.0.0/8")
 FAST = DeliveryPolicy(attempts=5, timeout=5.0, backoff=0.05, backoff_cap=1.0)
-SECRET_PATH = "/hook/s3cret-token"
-
-
-@dataclass
-class Listener:
-    """A receiver process and what it recorded."""
-
-    url: str
-    record: Path
-    proc: procs.Proc
-
-    def entries(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.record.read_text().splitlines()]
-
-    def requests(self) -> list[dict[str, Any]]:
-        return [e for e in self.entries() if e["kind"] == "request"]
-
-    def answered(self) -> list[tuple[str, int]]:
-        """(notification id, status answered) per request, in arrival order."""
-        return [(_id_of(json.loads(r["body"])), r["status"]) for r in self.requests()]
-
-
-def _id_of(body: dict[str, Any]) -> str:
-    return str(body.get("id") or body["text"])
-
-
-@pytest.fixture
-def receiver(spawn: Spawn, tmp_path: Path) -> Callable[..., Listener]:
-    """`receiver(*flags)` starts `python -m testbed.receiver` on a free port."""
-
-    def start(*flags: str) -> Listener:
-        port = procs.free_port()
-        record = tmp_path / f"receiver-{port}.jsonl"
-        argv = [sys.executable, "-m", "testbed.receiver", "--port", str(port)]
-        proc = spawn(
-            "receiver",
-            [*argv, "--record", str(record), *flags],
-            env={"PYTHONPATH": str(ROOT / "tests")},
-        )
-        procs.wait_until(
-            lambda: "listening on" in proc.log.read_text(), 30, "the receiver to listen", proc
-        )
-        return Listener(f"http://127.0.0.1:{port}{SECRET_PATH}", record, proc)
-
-    return start
 
 
 class RecordedWaits:

@@ -899,6 +899,33 @@ class Checks(ApiModel):
     )
 
 
+NotificationEvent = Literal[
+    "Started", "StageAdvanced", "AwaitingApproval", "Paused", "RolledBack", "Succeeded", "Failed"
+]
+ReceiverType = Literal["webhook", "slack", "cloudevents"]
+
+
+class NotificationReceiver(ApiModel):
+    """Where this rollout's transitions are sent, besides the operator's own receivers."""
+
+    name: CheckName = Field(description="Unique name of the receiver, shown in status.")
+    type: ReceiverType = Field(
+        description="webhook (the notification as JSON), slack (an incoming webhook) or "
+        "cloudevents (CloudEvents 1.0, structured mode)."
+    )
+    url_secret_ref: SecretKeyRef = Field(
+        description="A Secret key holding the URL (it often carries a token). The URL must be "
+        "admitted by the operator's allowlist."
+    )
+    events: list[NotificationEvent] | None = Field(
+        None,
+        max_length=7,
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+        description="Only these events (Started, StageAdvanced, AwaitingApproval, Paused, "
+        "RolledBack, Succeeded, Failed). Default: every event.",
+    )
+
+
 def _mirror_needs_router(m: ModelRolloutSpec) -> bool:
     return m.traffic_routing.can_mirror or not m.strategy.has_mirror_stage
 
@@ -945,6 +972,13 @@ class ModelRolloutSpec(ApiModel):
         None,
         description="Evaluation Jobs and webhooks that gate the rollout before any traffic, "
         "before the last stage and after it.",
+    )
+    notifications: list[NotificationReceiver] = Field(
+        default_factory=list,
+        max_length=10,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+        description="Receivers told of every transition: started, stage advanced, waiting for "
+        "approval, paused, rolled back, succeeded, failed (docs/notifications.md).",
     )
     dry_run: bool = Field(
         False,

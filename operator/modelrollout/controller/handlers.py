@@ -9,6 +9,7 @@ interval to notice.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import kopf
@@ -18,6 +19,8 @@ from modelrollout.api.objects import ObjectRef
 from modelrollout.api.resource import ACTION_ANNOTATION, FINALIZER, GROUP, PLURAL, VERSION
 from modelrollout.controller.adapters import Adapters
 from modelrollout.controller.daemon import drive, forget_wake, wake_event
+from modelrollout.controller.notifications import ENVIRONMENT as RECEIVERS_ENVIRONMENT
+from modelrollout.controller.notifications import operator_receivers
 from modelrollout.controller.reconcile import Logger, release
 from modelrollout.core.phases import needs_driving
 from modelrollout.core.targets import Claimant, claims_of, routing_kinds
@@ -39,14 +42,16 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.client_timeout = WATCH_CLIENT_TIMEOUT_SECONDS
     settings.watching.connect_timeout = 10
     settings.posting.level = logging.INFO
-    memo.adapters = Adapters.for_kube(Kube.from_environment(), AddressPolicy.from_environment())
+    receivers = operator_receivers(os.environ.get(RECEIVERS_ENVIRONMENT))
+    policy = AddressPolicy.from_environment()
+    memo.adapters = Adapters.for_kube(Kube.from_environment(), policy, receivers=receivers)
     memo.driven = set()  # uids of rollouts whose daemon here runs or released them
 
 
 @kopf.on.cleanup()
 async def close(memo: kopf.Memo, **_: Any) -> None:
     if memo.get("adapters") is not None:
-        memo.adapters.close()
+        await memo.adapters.close()
 
 
 @kopf.index(GROUP, VERSION, PLURAL)

@@ -25,6 +25,7 @@ from modelrollout.api.spec import ModelRolloutSpec
 from modelrollout.api.status import ModelRolloutStatus
 from modelrollout.controller import analysis, checks
 from modelrollout.controller.adapters import Adapters
+from modelrollout.controller.notifications import health, rollout_receivers, send
 from modelrollout.core.context import StageContext, stage_context
 from modelrollout.core.machine import reject_spec, route_target, step
 from modelrollout.core.phases import analysis_due, awaiting_start, release_target
@@ -34,6 +35,7 @@ from modelrollout.core.types import (
     Decision,
     EmitEvent,
     Judgement,
+    Notify,
     Observations,
     RunCheck,
     Scale,
@@ -100,6 +102,13 @@ async def reconcile(
         raise
     telemetry.record_pass(namespace, name, observations.metrics, decision.rollback)
     await _act(adapters, rollout, body, spec, decision, logger)
+    notices = [a for a in decision.actions if isinstance(a, Notify)]
+    if notices and spec is not None:
+        receivers = adapters.receivers + await rollout_receivers(
+            adapters.objects, namespace, name, spec
+        )
+        for notice in notices:
+            send(adapters.notifier, receivers, rollout, decision.status, notice)
     return decision.requeue_after or CONFLICT_RETRY_SECONDS
 
 
@@ -213,6 +222,9 @@ async def _observe(
         analysis_errors=tick.outcome.errors if tick else None,
         drift=tick.drift if tick else None,
         checks=seen_checks,
+        notifications=health(
+            adapters.notifier, namespace, str(metadata["name"]), spec, adapters.receivers
+        ),
     )
 
 

@@ -12,14 +12,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
-from typing import Literal, get_args
+from typing import get_args
 from urllib.parse import urlsplit
 
-Event = Literal[
-    "Started", "StageAdvanced", "AwaitingApproval", "Paused", "RolledBack", "Succeeded", "Failed"
+from modelrollout.api.spec import NotificationEvent, ReceiverType
+
+Event = NotificationEvent
+__all__ = [
+    "EVENTS",
+    "RECEIVER_TYPES",
+    "Event",
+    "Notification",
+    "Receiver",
+    "ReceiverType",
+    "promote_command",
 ]
+
 EVENTS: tuple[str, ...] = get_args(Event)
-ReceiverType = Literal["webhook", "slack", "cloudevents"]
 RECEIVER_TYPES: tuple[str, ...] = get_args(ReceiverType)
 
 
