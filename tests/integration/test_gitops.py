@@ -104,3 +104,33 @@ def test_a_sync_of_deployment_replicas_is_reasserted_at_the_next_tick(
     api.wait_events(
         "model", lambda e: e["reason"] == "WeightOverridden", "a WeightOverridden Event"
     )
+
+
+def test_an_operator_owned_route_is_created_and_walked_with_no_one_else_on_it(
+    api: Api, operator: Operator
+) -> None:
+    managed = {"parentRefs": [{"name": "gateway"}], "hostnames": ["model.example"]}
+    rollout = objects.rollout(
+        "model", "model-v1", "model-v2",
+        {"gatewayAPI": {"httpRoute": "model", "managedRoute": managed}},
+        strategy={"stages": [{"weight": 30, "duration": "2s"}, {"weight": 100, "duration": "1s"}]},
+    )  # fmt: skip
+    rollout["spec"]["stable"]["service"] = "model-v1"
+    rollout["spec"]["candidate"]["service"] = "model-v2"
+    api.apply(
+        objects.deployment("model-v1", replicas=2),
+        objects.deployment("model-v2", replicas=2, version="v2"),
+        objects.service("model-v1", "model-v1"),
+        objects.service("model-v2", "model-v2"),
+        rollout,
+    )  # no HTTPRoute: the operator makes it
+    done = api.wait_phase("model", "Succeeded", "Failed", "RolledBack", timeout=60)
+    assert done["status"]["phase"] == "Succeeded", done["status"].get("message")
+    route = api.get("httproute", "model")
+    assert route["spec"]["parentRefs"] == [{"group": "gateway.networking.k8s.io",
+                                             "kind": "Gateway", "name": "gateway"}]  # fmt: skip
+    assert route["spec"]["hostnames"] == ["model.example"]
+    weights = [(b["name"], b["weight"]) for b in route["spec"]["rules"][0]["backendRefs"]]
+    assert weights == [("model-v1", 0), ("model-v2", 100)]
+    owners = {e["manager"] for e in route["metadata"]["managedFields"]}
+    assert owners == {"modelrollout-operator"}
