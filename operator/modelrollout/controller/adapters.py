@@ -24,6 +24,9 @@ class Adapters:
     references: ReferenceCache
     notifier: Notifier
     receivers: list[Receiver] = field(default_factory=list)  # the operator's own
+    # The resourceVersion each rollout's daemon last wrote or read, by uid: kopf's copy
+    # at exactly that version is as fresh as a read (controller/reconcile.py).
+    versions: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def for_kube(

@@ -79,6 +79,7 @@ async def wake_on_change(body: kopf.Body, memo: kopf.Memo, type: str, **_: Any) 
     if type == "DELETED":
         telemetry.forget(namespace, name)
         memo.driven.discard(str(body.metadata.uid))
+        memo.adapters.versions.pop(str(body.metadata.uid), None)
         forget_wake(memo, namespace, name)
         return
     key = (body.metadata.get("generation"), body.metadata.annotations.get(ACTION_ANNOTATION))
