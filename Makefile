@@ -57,8 +57,12 @@ e2e: venv testbin helm-quiet ## end-to-end scenarios: model servers, traffic, Pr
 e2e-kind: venv ## the scenarios on a kind cluster with real pods (needs Docker and kind; not in CI)
 	@e2e/kind/run.sh
 
-bench: venv ## speed and memory as ratios against baselines run side by side (BENCH_ROWS, BENCH_FEATURES)
+bench: $(VENV)/.bench-installed ## speed and memory as ratios against floors and peers run side by side (BENCH_ROWS, BENCH_FEATURES)
 	@$(PY) hack/bench.py
+
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	touch $@
 
 test: lint typecheck verify-generated unit integration e2e ## everything CI runs
 
