@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import re
 import sys
@@ -38,7 +37,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if run is None:
         parser.print_help(sys.stderr)
         return BAD_INPUT
-    _keep_freed_memory()
     try:
         return run(args)
     except (DataProblem, ReferenceProblem, OSError, UnicodeDecodeError) as error:
@@ -199,21 +197,6 @@ def _key(text: str) -> str:
     if len(text) > 253 or not CONFIG_MAP_KEY_PATTERN.fullmatch(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not a valid ConfigMap key")
     return text
-
-
-def _keep_freed_memory() -> None:
-    """Let glibc keep freed memory. Each CSV block allocates and frees the same few
-    megabytes of numpy temporaries; glibc's default is to hand them back to the kernel
-    and fault them in again, which doubled the time of a pass over a CSV file."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return
-    trim_threshold, mmap_threshold = -1, -3
-    mallopt(trim_threshold, 256 << 20)
-    mallopt(mmap_threshold, 32 << 20)
 
 
 if __name__ == "__main__":
