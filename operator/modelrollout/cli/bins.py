@@ -29,8 +29,11 @@ def le_counts(values: Floats, edges: Floats) -> Counts:
     if edges.size > COMPARED_EDGES:
         bins = np.searchsorted(edges, values, side="left")
         return np.bincount(bins, minlength=edges.size + 1).astype(np.int64)
-    above = [np.count_nonzero(values > edge) for edge in edges.tolist()]
-    return -np.diff(np.array([values.size, *above, 0], dtype=np.int64))
+    above = np.array(
+        [values.size, *(np.count_nonzero(values > edge) for edge in edges.tolist()), 0],
+        dtype=np.int64,
+    )
+    return above[:-1] - above[1:]
 
 
 @dataclass
