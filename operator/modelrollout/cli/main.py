@@ -11,6 +11,7 @@ import argparse
 import json
 import re
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
@@ -117,7 +118,7 @@ def _build(args: argparse.Namespace) -> int:
         sys.stdout.write(text)
         notes = sys.stderr
     else:
-        Path(args.output).write_text(text, encoding="utf-8")
+        write_whole(Path(args.output), text)
         notes = sys.stdout
         print(
             f"wrote {args.output}: ConfigMap {args.name}, key {args.key}, "
@@ -154,6 +155,19 @@ def _psi(args: argparse.Namespace) -> int:
     else:
         print("\n".join(table_lines(results, args.aggregate)))
     return 0
+
+
+def write_whole(path: Path, text: str) -> None:
+    """All of it or nothing: a temporary file beside `path`, renamed over it."""
+    with tempfile.NamedTemporaryFile(
+        "w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.", delete=False
+    ) as out:
+        try:
+            out.write(text)
+        except BaseException:
+            Path(out.name).unlink()
+            raise
+    Path(out.name).replace(path)
 
 
 def open_table(path: Path) -> Table:
