@@ -16,6 +16,7 @@ from modelrollout.cli import bins, csv_table
 from modelrollout.cli import build as build_module
 from modelrollout.cli.main import main
 from modelrollout.reference import parse_reference
+from testbed import free_port
 
 KEPT = "an earlier reference, which a failed build must not touch\n"
 
@@ -62,6 +63,7 @@ A_2, K_2 = f"column 'a', {ROW_2}", f"column 'k', {ROW_2}"
         ("1,x\n1e999,y\n", A, f"{A_2}: '1e999' is not a finite number"),
         ("1,x\nInfinity,y\n", A, f"{A_2}: 'Infinity' is not a finite number"),
         ("1,x\n2\n", A, f"{ROW_2} has 1 fields; the header has 2"),
+        ("1,x\n\n3,z\n", A, f"{A_2}: missing value"),
         (
             '1,x\n2,"y\nz"\n',
             A,
@@ -190,3 +192,40 @@ def test_bin_counts_by_comparison_and_by_binary_search_agree(
         np.searchsorted(sorted_edges, numbers, side="left"), minlength=sorted_edges.size + 1
     )
     assert bins.le_counts(numbers, sorted_edges).tolist() == expected.tolist()
+
+
+def test_capture_without_a_prometheus_there_says_so_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out.yaml"
+    out.write_text(KEPT)
+    port = free_port()  # nothing listens there
+    code = main([
+        "reference", "capture", "--prometheus", f"http://127.0.0.1:{port}", "--window", "7d",
+        "--histogram", "model_feature_value", "--features", "amount",
+        "--namespace", "shop", "--deployment", "v7", "-o", str(out),
+    ])  # fmt: skip
+    captured = capsys.readouterr()
+    assert (code, captured.out, out.read_text()) == (2, "", KEPT)
+    assert captured.err.startswith(f"modelrollout: error: Prometheus at http://127.0.0.1:{port}: ")
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        (("--window", "7 days"), "argument --window: expected a PromQL duration"),
+        (("--window", "7d", "--deployment", "v7"), "--selector: unknown variable {{namespace}}"),
+        (("--window", "7d", "--namespace", "shop", "--deployment", "v7", "--categorical", "k"),
+         "these options make no drift gate: categorical.counter"),
+    ],
+)  # fmt: skip
+def test_capture_options_that_make_no_query_are_refused(
+    capsys: pytest.CaptureFixture[str], options: tuple[str, ...], expected: str
+) -> None:
+    argv = ["reference", "capture", "--prometheus", "http://127.0.0.1:9", "--histogram", "h"]
+    try:
+        code = main([*argv, "--features", "a", *options])
+    except SystemExit as exited:  # argparse's own refusals
+        code = int(exited.code or 0)
+    assert code == 2
+    assert expected in capsys.readouterr().err
