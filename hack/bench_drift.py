@@ -38,6 +38,8 @@ CURRENT_SHARE = 10  # the current data has a tenth of the reference's rows
 BINS = 10
 GOAL_FLOOR, GOAL_MB, GOAL_EVIDENTLY = 1.2, 300, 20
 WRITE_ROWS = 250_000
+DATA = Path(os.environ.get("BENCH_DATA", Path(__file__).resolve().parents[1] / ".cache" / "bench"))
+DATA_VERSION = 1  # bump when the generated data changes
 
 # A wrapper with a single child reports that child's own peak memory (KiB).
 PEAK = """
@@ -191,11 +193,12 @@ class Agreement:
     why: str
 
 
-def agreement(folder: Path, ours: dict[str, float], theirs: dict[str, float]) -> list[Agreement]:
+def agreement(
+    files: tuple[Path, Path], ours: dict[str, float], theirs: dict[str, float]
+) -> list[Agreement]:
     from modelrollout.core.drift import psi
 
-    reference = pa_csv.read_csv(folder / "reference.csv")
-    current = pa_csv.read_csv(folder / "current.csv")
+    reference, current = (pa_csv.read_csv(path) for path in files)
     rows = []
     for j, name in enumerate(reference.column_names):
         r_values = reference.column(name).to_numpy()
@@ -237,10 +240,21 @@ def cli(*args: str | Path) -> list[str]:
     return [sys.executable, "-m", "modelrollout.cli.main", *map(str, args)]
 
 
-def bench_size(folder: Path, rows: int) -> tuple[list[str], list[str]]:
+def data_files(rows: int) -> tuple[Path, Path]:
+    """The reference and current CSV files, generated once per size into BENCH_DATA
+    (writing 5M rows takes minutes): the same bytes for every run."""
+    folder = DATA / f"drift-v{DATA_VERSION}-{rows}x{FEATURES}"
     reference, current = folder / "reference.csv", folder / "current.csv"
-    write_data(reference, rows, current=False, seed=1)
-    write_data(current, rows // CURRENT_SHARE, current=True, seed=2)
+    if not (folder / "complete").exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        write_data(reference, rows, current=False, seed=1)
+        write_data(current, rows // CURRENT_SHARE, current=True, seed=2)
+        (folder / "complete").touch()
+    return reference, current
+
+
+def bench_size(folder: Path, rows: int) -> tuple[list[str], list[str]]:
+    reference, current = data_files(rows)
     names = ",".join(f"f{j}" for j in range(FEATURES))
     manifest = folder / "reference.yaml"
     build = measured(
@@ -272,9 +286,7 @@ def bench_size(folder: Path, rows: int) -> tuple[list[str], list[str]]:
     table = []
     if theirs is not None:
         ours_psi = {f["feature"]: f["psi"] for f in json.loads(check.out)["features"]}
-        table = _agreement_lines(agreement(folder, ours_psi, json.loads(theirs.out)))
-    for path in (reference, current, manifest):
-        path.unlink()
+        table = _agreement_lines(agreement((reference, current), ours_psi, json.loads(theirs.out)))
     return speed, table
 
 
