@@ -255,6 +255,7 @@ def data_files(rows: int) -> tuple[Path, Path]:
 
 def bench_size(folder: Path, rows: int) -> tuple[list[str], list[str]]:
     reference, current = data_files(rows)
+    load_before = os.getloadavg()[0]
     names = ",".join(f"f{j}" for j in range(FEATURES))
     manifest = folder / "reference.yaml"
     build = measured(
@@ -283,6 +284,10 @@ def bench_size(folder: Path, rows: int) -> tuple[list[str], list[str]]:
         label = f"Evidently {version('evidently')}: DataDriftPreset(psi)"
         speed.append(_line(label, theirs, f"{theirs.seconds / checked:.1f}x ours"))
     speed.append(_goals(build, floor, check, theirs))
+    speed.append(
+        f"load average (1 min) on {os.cpu_count()} cores: {load_before:.1f} before, "
+        f"{os.getloadavg()[0]:.1f} after: ratios hold only if both ran under the same load"
+    )
     table = []
     if theirs is not None:
         ours_psi = {f["feature"]: f["psi"] for f in json.loads(check.out)["features"]}
