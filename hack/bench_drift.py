@@ -46,7 +46,8 @@ PEAK = """
 import resource, subprocess, sys
 with open(sys.argv[1], "wb") as out:
     subprocess.run(sys.argv[2:], check=True, stdout=out)
-print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+used = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(used.ru_maxrss, used.ru_utime + used.ru_stime)
 """
 
 FLOOR = """
@@ -76,6 +77,7 @@ print(json.dumps({m["config"]["column"]: m["value"] for m in snapshot.dict()["me
 class Run:
     seconds: float
     peak_mb: float
+    cpu: float  # user + system seconds, all threads: what the run cost, whatever the load
     out: str
 
 
@@ -92,7 +94,8 @@ def measured(argv: Sequence[str], repeat: int = 1) -> Run:
                 text=True,
             )
             seconds = time.perf_counter() - started
-            run = Run(seconds, int(peak.stdout.split()[-1]) * 1024 / 1e6, out.read())
+            kib, cpu = peak.stdout.split()[-2:]
+            run = Run(seconds, int(kib) * 1024 / 1e6, float(cpu), out.read())
         if best is None or run.seconds < best.seconds:
             best = run
     assert best is not None
@@ -268,21 +271,26 @@ def bench_size(folder: Path, rows: int) -> tuple[list[str], list[str]]:
     if with_evidently:
         theirs = measured([sys.executable, "-c", EVIDENTLY, str(reference), str(current)])
     size_mb = reference.stat().st_size / 1e6
-    checked = build.seconds + check.seconds
+    ours = Run(
+        build.seconds + check.seconds,
+        max(build.peak_mb, check.peak_mb),
+        build.cpu + check.cpu,
+        "",
+    )
     speed = [
         f"drift data path: {rows:,} rows x {FEATURES} features "
         f"(reference CSV {size_mb:,.0f} MB; current {rows // CURRENT_SHARE:,} rows)",
-        f"{'':46} {'time':>9} {'peak':>9} {'ratio':>8}",
-        _line("reference build (ours)", build, f"{build.seconds / floor.seconds:.2f}x floor"),
-        _line("floor: read_csv, np.quantile, np.bincount", floor, "1.00x floor"),
-        _line("psi of the current file (ours)", check, ""),
-        f"{'build + psi (ours)':46} {checked:8.2f}s {max(build.peak_mb, check.peak_mb):7.0f}MB",
+        f"{'':46} {'time':>9} {'peak':>9} {'ratio':>11} {'cpu':>9} {'cpu ratio':>11}",
+        _line("reference build (ours)", build, (floor, "floor")),
+        _line("floor: read_csv, np.quantile, np.bincount", floor, (floor, "floor")),
+        _line("psi of the current file (ours)", check),
+        _line("build + psi (ours)", ours, (ours, "ours")),
     ]
     if theirs is None:
         speed.append(f"Evidently: not run above BENCH_EVIDENTLY_ROWS={EVIDENTLY_ROWS:,} rows")
     else:
         label = f"Evidently {version('evidently')}: DataDriftPreset(psi)"
-        speed.append(_line(label, theirs, f"{theirs.seconds / checked:.1f}x ours"))
+        speed.append(_line(label, theirs, (ours, "ours")))
     speed.append(_goals(build, floor, check, theirs))
     speed.append(
         f"load average (1 min) on {os.cpu_count()} cores: {load_before:.1f} before, "
@@ -295,8 +303,16 @@ def bench_size(folder: Path, rows: int) -> tuple[list[str], list[str]]:
     return speed, table
 
 
-def _line(name: str, run: Run, ratio: str) -> str:
-    return f"{name:46} {run.seconds:8.2f}s {run.peak_mb:7.0f}MB {ratio:>8}"
+def _line(name: str, run: Run, base: tuple[Run, str] | None = None) -> str:
+    """Time, peak and CPU, and the ratios of time and of CPU to a named base run's."""
+    ratio = cpu_ratio = ""
+    if base is not None:
+        ratio = f"{run.seconds / base[0].seconds:.2f}x {base[1]}"
+        cpu_ratio = f"{run.cpu / base[0].cpu:.2f}x {base[1]}"
+    return (
+        f"{name:46} {run.seconds:8.2f}s {run.peak_mb:7.0f}MB {ratio:>11} {run.cpu:8.2f}s "
+        f"{cpu_ratio:>11}"
+    )
 
 
 def _goals(build: Run, floor: Run, check: Run, theirs: Run | None) -> str:
@@ -304,14 +320,14 @@ def _goals(build: Run, floor: Run, check: Run, theirs: Run | None) -> str:
     peak = max(build.peak_mb, check.peak_mb)
     verdicts = [
         f"build within {GOAL_FLOOR}x of the floor: {_met(to_floor <= GOAL_FLOOR)} "
-        f"({to_floor:.2f}x)",
+        f"({to_floor:.2f}x; CPU {build.cpu / floor.cpu:.2f}x)",
         f"peak under {GOAL_MB} MB: {_met(peak < GOAL_MB)} ({peak:.0f} MB)",
     ]
     if theirs is not None:
         faster = theirs.seconds / (build.seconds + check.seconds)
         verdicts.append(
             f">= {GOAL_EVIDENTLY}x faster than Evidently: {_met(faster >= GOAL_EVIDENTLY)} "
-            f"({faster:.1f}x)"
+            f"({faster:.1f}x; CPU {theirs.cpu / (build.cpu + check.cpu):.1f}x)"
         )
     return "goals: " + "; ".join(verdicts)
 
