@@ -44,12 +44,18 @@ def reference_with_edges(*names: str) -> Reference:
     )
 
 
+# A guard against a hung command, not a bound on its speed: a capture costs about 3 s of
+# CPU, but on the shared 2-core machine at a load average of 30 starting Python alone
+# took over 60 s of wall time.
+HUNG = 300
+
+
 def cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "modelrollout.cli.main", *map(str, args)],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=HUNG,
     )
 
 
