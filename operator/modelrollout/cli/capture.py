@@ -28,6 +28,7 @@ from modelrollout.metrics.template import UnknownVariable, UnsafeTemplate, rende
 from modelrollout.reference import Distribution, Reference
 
 MAX_RESPONSE_BYTES = 32 << 20
+Series = list[tuple[dict[str, str], float]]  # an instant vector: labels and value
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,7 @@ def _distribution(name: str, bins: Bins) -> Distribution:
         raise DataProblem(f"{name}: cannot make a reference: {problems}") from None
 
 
-def instant_vector(request: Capture, promql: str) -> histograms.Series:
+def instant_vector(request: Capture, promql: str) -> Series:
     """An instant query's vector, as (labels, value) pairs; DataProblem otherwise."""
     url = f"{request.prometheus.rstrip('/')}/api/v1/query"
     params = {"query": promql} | ({"time": request.at} if request.at else {})
