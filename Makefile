@@ -15,7 +15,7 @@ KUBECONFIG_FILE := .cache/kubeconfig
 RUN_KUBECONFIG = $(or $(KUBECONFIG),$(wildcard $(KUBECONFIG_FILE)))
 
 .PHONY: help venv lint format typecheck unit integration e2e test generate verify-generated \
-        testbin helm helm-quiet demo e2e-kind bench cluster-up cluster-down run clean
+        testbin helm helm-quiet demo e2e-kind bench bench-smoke cluster-up cluster-down run clean
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -57,10 +57,18 @@ e2e: venv testbin helm-quiet ## end-to-end scenarios: model servers, traffic, Pr
 e2e-kind: venv ## the scenarios on a kind cluster with real pods (needs Docker and kind; not in CI)
 	@e2e/kind/run.sh
 
-bench: venv ## speed and memory as ratios against baselines run side by side (BENCH_ROWS, BENCH_FEATURES)
+bench: $(VENV)/.bench-installed ## speed and memory as ratios against floors and peers run side by side (BENCH_ROWS, BENCH_FEATURES)
 	@$(PY) hack/bench.py
 
-test: lint typecheck verify-generated unit integration e2e ## everything CI runs
+bench-smoke: venv ## the benches at tiny sizes, without Evidently: that they still run, not what they measure
+	@BENCH_ROWS=2000 BENCH_FEATURES=5 BENCH_REPEAT=1 BENCH_EVIDENTLY_ROWS=0 $(PY) hack/bench.py >/dev/null
+	@echo "bench smoke: the benches ran"
+
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	touch $@
+
+test: lint typecheck verify-generated unit bench-smoke integration e2e ## everything CI runs
 
 testbin: ## build (or reuse) etcd, kube-apiserver and kubectl from Go modules
 	@hack/testbin/build.sh >/dev/null
