@@ -560,29 +560,101 @@ def run(
             bench.step(time.monotonic())
             time.sleep(0.5)
         log(f"all {len(trials)} trials carry traffic; breach: error rate -> {BREACH_ERROR_RATE}")
+        watchers = [WeightWatch(api, t) for t in trials]
+        stop = threading.Event()
+        poller = threading.Thread(target=_poll_visible, args=(prometheus, trials, stop))
+        poller.start()
+        stack.callback(stop.set)
         exporter.configure(error_rate=BREACH_ERROR_RATE)
-        breach = time.time()
         deadline = time.monotonic() + rollback_timeout
-        while any(t.zero_at is None for t in trials) and time.monotonic() < deadline:
-            visible(prometheus, trials)
-            now = time.time()
-            for t, w in zip(trials, _weights(bench), strict=True):
-                if t.zero_at is None and w == 0:
-                    t.zero_at = now
-                    if t.visible_at is None:
-                        t.note = "weight 0 before the breach showed in Prometheus"
+        reported: set[int] = set()
+        while len(reported) < len(trials) and time.monotonic() < deadline:
+            for i, (t, w) in enumerate(zip(trials, watchers, strict=True)):
+                if w.zero_at is not None and i not in reported:
+                    reported.add(i)
+                    t.zero_at = w.zero_at
                     log(f"{t.tool} {t.setting.name} #{t.index} at 0: {t.seconds}")
-            time.sleep(0.2)
-        for t in trials:
+            time.sleep(0.5)
+        stop.set()
+        poller.join()
+        for t, w in zip(trials, watchers, strict=True):
+            w.stop()
             if t.zero_at is None:
-                t.note = f"weight still {t.weight} {rollback_timeout:.0f}s after the breach"
-        log(f"breach at {breach:.1f}; done")
+                t.note = f"weight still {w.weight} {rollback_timeout:.0f}s after the breach"
+            elif t.visible_at is None or t.zero_at < t.visible_at:
+                t.note = "weight 0 before the breach showed in Prometheus"
     return trials
 
 
-def _weights(bench: Bench) -> list[float | None]:
-    seen = bench.observe()
-    return [seen.get((t.tool, t.name)) for t in bench.trials]
+def _poll_visible(prometheus: Prometheus, trials: list[Trial], stop: threading.Event) -> None:
+    while not stop.is_set() and any(t.visible_at is None for t in trials):
+        visible(prometheus, trials)
+        time.sleep(0.1)
+
+
+class WeightWatch:
+    """Watches the object holding one trial's routed weight; stamps the arrival of the
+    first stored version with weight 0 (an HTTPRoute's candidate backendRef, or the
+    replicas of Argo Rollouts' canary ReplicaSet)."""
+
+    def __init__(self, api: kubernetes.client.ApiClient, trial: Trial) -> None:
+        self.api, self.trial = api, trial
+        self.weight: float | None = trial.weight
+        self.zero_at: float | None = None
+        self._watch = kubernetes.watch.Watch()
+        self._canary_rs = _argo_canary_rs(api, trial) if trial.tool == "argo-rollouts" else ""
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        t = self.trial
+        if t.tool == "argo-rollouts":
+            apps = kubernetes.client.AppsV1Api(self.api)
+            stream = self._watch.stream(
+                apps.list_namespaced_replica_set,
+                t.namespace,
+                field_selector=f"metadata.name={self._canary_rs}",
+            )
+        else:
+            custom = kubernetes.client.CustomObjectsApi(self.api)
+            stream = self._watch.stream(
+                custom.list_namespaced_custom_object,
+                *HTTPROUTES[:2],
+                t.namespace,
+                HTTPROUTES[2],
+                field_selector=f"metadata.name={t.name}",
+            )
+        backend = f"{t.name}-canary" if t.tool == "flagger" else t.deployment
+        try:
+            for event in stream:
+                now = time.time()
+                obj = event["object"]
+                if t.tool == "argo-rollouts":
+                    weight = float(obj.spec.replicas or 0)
+                else:
+                    refs = [r for rule in obj["spec"].get("rules", []) for r in rule["backendRefs"]]
+                    weight = float(sum(r.get("weight", 1) for r in refs if r["name"] == backend))
+                self.weight = weight
+                if weight == 0 and self.zero_at is None:
+                    self.zero_at = now
+                    return
+        except Exception:  # stopped
+            return
+
+    def stop(self) -> None:
+        self._watch.stop()
+
+
+def _argo_canary_rs(api: kubernetes.client.ApiClient, trial: Trial) -> str:
+    custom = kubernetes.client.CustomObjectsApi(api)
+    rollout = custom.get_namespaced_custom_object(
+        "argoproj.io", "v1alpha1", trial.namespace, "rollouts", trial.name
+    )
+    current = rollout["status"]["currentPodHash"]
+    apps = kubernetes.client.AppsV1Api(api)
+    for rs in apps.list_namespaced_replica_set(trial.namespace).items:
+        if (rs.metadata.labels or {}).get("rollouts-pod-template-hash") == current:
+            return str(rs.metadata.name)
+    raise RuntimeError(f"no canary ReplicaSet for {trial.name}")
 
 
 def _wait_argo_healthy(

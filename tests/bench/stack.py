@@ -11,7 +11,7 @@ import json
 import sys
 import time
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,9 +121,13 @@ class Operator:
         return text
 
 
-def start_testbed(stack: ExitStack, nodes: int = 3) -> tuple[ControlPlane, Prometheus]:
-    """The control plane with Gateway API, Istio and our CRDs, and Prometheus; both
-    stop when `stack` closes."""
+def start_testbed(
+    stack: ExitStack,
+    nodes: int = 3,
+    configure_prometheus: Callable[[Prometheus], None] | None = None,
+) -> tuple[ControlPlane, Prometheus]:
+    """The control plane with Gateway API, Istio and our CRDs, and Prometheus (its
+    config first changed by `configure_prometheus`); both stop when `stack` closes."""
     cp = ControlPlane(nodes=nodes)
     stack.callback(cp.stop)
     cp.start()
@@ -131,6 +135,8 @@ def start_testbed(stack: ExitStack, nodes: int = 3) -> tuple[ControlPlane, Prome
     cp.install_crds(ROOT / "crds")
     prometheus = Prometheus()
     stack.callback(prometheus.close)
+    if configure_prometheus is not None:
+        configure_prometheus(prometheus)
     prometheus.start()
     return cp, prometheus
 
