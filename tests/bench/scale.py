@@ -47,6 +47,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -345,6 +346,7 @@ class Result:
     ready_seconds: list[float] = field(default_factory=list)  # creation -> first ready
     startup: dict[str, float] = field(default_factory=dict)  # median seconds per stage
     armed_seconds: float = 0.0  # controller start -> all carry traffic
+    carrying: list[float] = field(default_factory=list)  # rollout created -> weight > 0
     lag: list[float] = field(default_factory=list)
     ticks_expected: int = 0
     cpu_seconds: float = 0.0
@@ -381,9 +383,10 @@ def _apply_chunks(cp: ControlPlane, docs: list[tuple[str, Obj]], size: int = 400
 
 
 def _ready_times(
-    api: kubernetes.client.ApiClient, wanted: set[tuple[str, str]], start: float, timeout: float
+    api: kubernetes.client.ApiClient, wanted: set[tuple[str, str]], timeout: float
 ) -> list[float]:
-    """Seconds from `start` until each wanted Deployment first has a ready replica."""
+    """Seconds from each wanted Deployment's creation (the API server's timestamp, 1 s
+    resolution) until it is first seen with a ready replica (polled every second)."""
     apps = kubernetes.client.AppsV1Api(api)
     ready: dict[tuple[str, str], float] = {}
     deadline = time.monotonic() + timeout
@@ -392,7 +395,7 @@ def _ready_times(
         for d in apps.list_deployment_for_all_namespaces().items:
             key = (d.metadata.namespace, d.metadata.name)
             if key in wanted and key not in ready and (d.status.ready_replicas or 0) >= 1:
-                ready[key] = now - start
+                ready[key] = now - d.metadata.creation_timestamp.timestamp()
         if time.monotonic() > deadline:
             raise TimeoutError(f"{len(wanted) - len(ready)} Deployments not ready in {timeout}s")
         time.sleep(1)
@@ -477,10 +480,9 @@ def run_ours(count: int, window: float, log: Callable[[str], None], profile: Pat
         ]
         _exporter(stack, workdir, deployments, prometheus)
         log(f"creating {count} rollouts' Deployments, Services and HTTPRoutes")
-        created = time.time()
         _apply_chunks(cp, [(ns, doc) for ns, n in names(count) for doc in targets(n)])
         wanted = {(ns, f"{n}-candidate") for ns, n in names(count)}
-        result.ready_seconds = _ready_times(api, wanted, created, 60 + count * 0.5)
+        result.ready_seconds = _ready_times(api, wanted, 60 + count * 0.5)
         result.startup = pod_startup(api, set(spaces))
         log(
             "first ready replica of every candidate: "
@@ -498,7 +500,9 @@ def run_ours(count: int, window: float, log: Callable[[str], None], profile: Pat
         stack.callback(op.proc.stop)
         started = time.monotonic()
         _apply_chunks(cp, [(ns, rollout(n, prometheus.url)) for ns, n in names(count)])
-        _wait_carrying(api, count, 120 + count * 0.6, log)
+        result.carrying = _wait_carrying(
+            api, count, 120 + count * 0.6, log, lambda: _created(api, *ROLLOUTS)
+        )
         result.armed_seconds = time.monotonic() - started
         log(
             f"all {count} rollouts carry traffic "
@@ -508,7 +512,7 @@ def run_ours(count: int, window: float, log: Callable[[str], None], profile: Pat
         result.stored_versions = watch.versions
         result.timestamp_only = watch.timestamp_only
         result.lag = lags(watch.arrivals, INTERVAL)
-        result.ticks_expected = int(count * window / INTERVAL)
+        result.ticks_expected = int(count * (window / INTERVAL - 1))
         if op.proc.popen is not None and op.proc.popen.poll() is not None:
             result.notes.append(f"the operator exited: {op.proc.tail(20)}")
     return result
@@ -582,26 +586,48 @@ def _exporter(
 
 
 def _wait_carrying(
-    api: kubernetes.client.ApiClient, count: int, timeout: float, log: Callable[[str], None]
-) -> None:
-    """Until every HTTPRoute sends weight to its candidate."""
+    api: kubernetes.client.ApiClient,
+    count: int,
+    timeout: float,
+    log: Callable[[str], None],
+    created: Callable[[], dict[tuple[str, str], float]],
+) -> list[float]:
+    """Until every HTTPRoute sends weight to its candidate; for each, the seconds from
+    its rollout's creation (`created`: {(namespace, name): time}) until first seen so
+    (polled every second)."""
     custom = kubernetes.client.CustomObjectsApi(api)
     deadline = time.monotonic() + timeout
+    first: dict[tuple[str, str], float] = {}
+    last_log = 0.0
     while True:
-        routes = custom.list_cluster_custom_object(*HTTPROUTES)["items"]
-        carrying = sum(
-            1
-            for r in routes
-            for rule in r["spec"].get("rules", [])
-            for ref in rule.get("backendRefs", [])
-            if ref["name"].endswith(("-candidate", "-canary")) and ref.get("weight", 0) > 0
-        )
-        if carrying >= count:
-            return
+        now = time.time()
+        for r in custom.list_cluster_custom_object(*HTTPROUTES)["items"]:
+            key = (r["metadata"]["namespace"], r["metadata"]["name"])
+            refs = [ref for rule in r["spec"].get("rules", []) for ref in rule["backendRefs"]]
+            if key not in first and any(
+                ref["name"].endswith(("-candidate", "-canary")) and ref.get("weight", 0) > 0
+                for ref in refs
+            ):
+                first[key] = now
+        if len(first) >= count:
+            born = created()
+            return sorted(t - born[k] for k, t in first.items() if k in born)
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{carrying} of {count} carry traffic after {timeout:.0f}s")
-        log(f"{carrying} of {count} carry traffic")
-        time.sleep(5)
+            raise TimeoutError(f"{len(first)} of {count} carry traffic after {timeout:.0f}s")
+        if time.monotonic() - last_log > 10:
+            log(f"{len(first)} of {count} carry traffic")
+            last_log = time.monotonic()
+        time.sleep(1)
+
+
+def _created(api: kubernetes.client.ApiClient, *resource: str) -> dict[tuple[str, str], float]:
+    custom = kubernetes.client.CustomObjectsApi(api)
+    return {
+        (o["metadata"]["namespace"], o["metadata"]["name"]): datetime.fromisoformat(
+            o["metadata"]["creationTimestamp"].replace("Z", "+00:00")
+        ).timestamp()
+        for o in custom.list_cluster_custom_object(*resource)["items"]
+    }
 
 
 def run_flagger(count: int, window: float, log: Callable[[str], None]) -> Result:
@@ -638,13 +664,19 @@ def run_flagger(count: int, window: float, log: Callable[[str], None]) -> Result
             cp.kubectl(
                 "patch", "deployment", n, "-n", ns, "--type=merge", "-p", json.dumps(revision)
             )
-        _wait_carrying(api, count, 300 + count * 1.0, log)
+        result.carrying = _wait_carrying(
+            api,
+            count,
+            300 + count * 1.0,
+            log,
+            lambda: _created(api, "flagger.app", "v1beta1", "canaries"),
+        )
         result.armed_seconds = time.monotonic() - started
         gate.recording = True
         result = _measure(result, cp, prometheus, proc.pid, None, window, log, None)
         gate.recording = False
         result.lag = lags(gate.arrivals, INTERVAL)
-        result.ticks_expected = int(count * window / INTERVAL)
+        result.ticks_expected = int(count * (window / INTERVAL - 1))
         result.status_requests = _status_requests(
             {(v, r, s): x * window for (v, rs), x in result.requests.items()
              for r, _, s in [rs.partition("/")]}, "canaries"
@@ -727,6 +759,10 @@ def _wait_phase(
 # -- the report -----------------------------------------------------------------------
 
 
+def _pct(values: list[float], q: float) -> float | None:
+    return percentile(values, q) if values else None
+
+
 def _cell(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}"
 
@@ -779,6 +815,8 @@ def report(results: list[Result]) -> str:
     for stage in ("pod created", "scheduled", "ready"):
         row(f"  of which {stage} s (median)", lambda r, k=stage: _cell(r.startup.get(k)))
     row("all carrying traffic after s", lambda r: f"{r.armed_seconds:.0f}")
+    row("  rollout created -> weight > 0 p50", lambda r: _cell(_pct(r.carrying, 0.5)))
+    row("  rollout created -> weight > 0 max", lambda r: _cell(_pct(r.carrying, 1.0)))
     verbs: set[tuple[str, str]] = set()
     for r in results:
         verbs |= {k for k, v in r.requests.items() if v - r.baseline.get(k, 0.0) >= 0.05}
