@@ -501,7 +501,7 @@ def run_ours(count: int, window: float, log: Callable[[str], None], profile: Pat
         started = time.monotonic()
         _apply_chunks(cp, [(ns, rollout(n, prometheus.url)) for ns, n in names(count)])
         result.carrying = _wait_carrying(
-            api, count, 120 + count * 0.6, log, lambda: _created(api, *ROLLOUTS)
+            api, count, 120 + count * 1.5, log, lambda: _created(api, *ROLLOUTS)
         )
         result.armed_seconds = time.monotonic() - started
         log(
@@ -847,7 +847,12 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for count in (int(c) for c in args.rollouts.split(",") if c):
         folder = args.profile / str(count) if args.profile else None
-        results.append(run_ours(count, args.window, log, folder))
+        try:
+            results.append(run_ours(count, args.window, log, folder))
+        except (TimeoutError, RuntimeError) as error:  # the next size may still tell
+            log(f"{count} rollouts: {error}")
+            results.append(Result("ModelRollout", count, args.window, notes=[str(error)]))
+            continue
         print(report(results[-1:]), file=sys.stderr, flush=True)
     if args.flagger:
         results.append(run_flagger(args.flagger, args.window, log))
