@@ -31,7 +31,7 @@ from testbed.pki import Pki, make_pki
 # kwok manages only the Nodes carrying this annotation (it never touches other Nodes).
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 FAKE_NODE_CAPACITY = {"cpu": "32", "memory": "256Gi", "pods": "500", "ephemeral-storage": "1Ti"}
-# Pod IPs kwok hands out; apart from the service range (10.0.0.0/24). Never routed.
+# Pod IPs kwok hands out; apart from the service range (10.0.0.0/16). Never routed.
 POD_CIDR = "10.244.0.1/16"
 NODE_LEASE_SECONDS = 40  # a kubelet's default
 
@@ -110,7 +110,7 @@ class ControlPlane:
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 f"--service-account-key-file={pki.sa_pub}",
                 f"--service-account-signing-key-file={pki.sa_key}",
-                "--service-cluster-ip-range=10.0.0.0/24",
+                "--service-cluster-ip-range=10.0.0.0/16",  # thousands of Services (bench-scale)
                 "--profiling=false",
             ],
         )
