@@ -37,6 +37,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -550,8 +551,16 @@ def _measure(
     result.rss_mb, result.peak_rss_mb = max(rss, rss_max), peak
     result.requests = _by_verb(requests, window)
     result.status_requests = _status_requests(requests, "modelrollouts")
-    if spy is not None:
-        spy.wait(timeout=60)
+    if spy is not None:  # it has written the profile by the end of its duration
+        try:
+            spy.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            spy.send_signal(signal.SIGINT)
+            try:
+                spy.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                spy.kill()
+                result.notes.append("py-spy did not finish; its profile may be incomplete")
     return result
 
 
