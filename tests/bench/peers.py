@@ -531,6 +531,7 @@ def run(
         stack.callback(gate.close)
         lifetime = arm_timeout + rollback_timeout + 600
         exporter = Exporter().start(lifetime, rps=50.0, error_rate=0.0)
+        stack.callback(lambda: exporter.proc and exporter.proc.stop())
         bench = Bench(cp, prometheus, api, exporter, trials, tools, gate, log)
         bench.targets()
         url = prometheus.url
