@@ -31,6 +31,7 @@ ALERT_TESTS = Path(__file__).parent / "promtool" / "alerts.test.yaml"
 EXPORTED = {
     "modelrollout_info": {"version"},
     "modelrollout_leader": set(),
+    "modelrollout_tick_lag_seconds_bucket": {"le"},
     "modelrollout_phase": {"namespace", "name", "phase"},
     "modelrollout_stage": {"namespace", "name"},
     "modelrollout_weight": {"namespace", "name"},
