@@ -55,6 +55,10 @@ def managers(api: Api, kind: str, field: str, name: str = "model") -> set[str]:
     }
 
 
+def confirmed(obj: Obj) -> bool:
+    return bool((obj.get("status") or {}).get("weightConfirmed"))
+
+
 def overridden(api: Api) -> list[Obj]:
     return [e for e in api.events("model") if e["reason"] == "WeightOverridden"]
 
