@@ -1,0 +1,184 @@
+"""The shadow stage end to end: the comparator (`modelrollout-shadow`) in the request
+path in front of the stable, as a user deploys it, following the rollout; the operator
+judging the match rate it counts; real model servers, Prometheus and traffic.
+
+The candidate is v2, whose scores agree with v1's within the comparator's tolerance
+(stack.SHADOW_COMPARE); its `disagree` fault makes a fraction of its answers differ.
+The client (the traffic driver) records the model version of every answer it got, so
+an answer from the candidate could not pass unseen."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from integration.conftest import Api, Obj, Operator, RouteRecorder, phase, stage, story
+from integration.scenario import gateway_weights
+
+from .stack import (
+    CANDIDATE,
+    FAULTS,
+    ROUTE,
+    SHADOW,
+    Stack,
+    rollout,
+    shadow_stage,
+)
+
+MATCH_SAMPLES = 300
+DISAGREE = 0.15
+STAGES = {
+    "stages": [
+        shadow_stage(duration="10s", min_samples=MATCH_SAMPLES),
+        {"weight": 50, "duration": "5s"},
+        {"weight": 100, "duration": "5s"},
+    ]
+}
+
+
+def begin(api: Api, stack: Stack, candidate: dict[str, str] | None = None) -> RouteRecorder:
+    stack.start(candidate, shadow=True)
+    recorder = RouteRecorder(api, "httproute", ROUTE, gateway_weights)
+    # The route's stable backend is the comparator's Service; the rollout says so.
+    api.apply(rollout(stack.prometheus.url, STAGES, stable={"service": SHADOW}))
+    return recorder
+
+
+def match_rate(obj: Obj) -> Obj | None:
+    analysis = (obj.get("status") or {}).get("analysis") or []
+    return next((m for m in analysis if m["name"] == "match-rate"), None)
+
+
+def comparisons(stack: Stack) -> dict[str, float]:
+    """Every comparison the comparators made, by result: the counters' values, which
+    start at 0 with each comparator process (all alive since the test began)."""
+    query = (
+        "sum by (result) (modelrollout_shadow_comparisons_total"
+        f'{{namespace="{stack.namespace}",rollout="{ROUTE}"}})'
+    )
+    result = stack.prometheus.query(query)["result"]
+    return {r["metric"]["result"]: float(r["value"][1]) for r in result}
+
+
+def copies_stopped(stack: Stack) -> None:
+    """Wait until the comparators copy no more (the rollout left its mirror stage), and
+    their last copies are scraped on both sides."""
+    stack.prometheus.wait_for(
+        f'sum(modelrollout_shadow_share{{namespace="{stack.namespace}"}}) == 0', bool, 15
+    )
+    time.sleep(3)  # a follow interval, and a scrape of every target after it
+
+
+def binomial_slack(p: float, n: float, sigmas: float = 4.0) -> float:
+    return sigmas * math.sqrt(p * (1 - p) / n)
+
+
+def client_saw_only_the_stable(stack: Stack) -> dict[str, Any]:
+    """Every answer the client got through the comparator came from v1, the stable;
+    nothing was routed to the candidate, nor mirrored by the data plane."""
+    assert stack.driver is not None
+    counts = stack.driver.counts()
+    assert counts.sent.get(CANDIDATE, 0) == 0, counts
+    assert counts.mirrored == {}, counts  # a match-rate stage: the comparator copies
+    assert set(counts.versions) == {SHADOW}, counts.versions
+    assert set(counts.versions[SHADOW]) == {"v1"}, counts.versions
+    assert counts.versions[SHADOW]["v1"] > 0
+    return counts.versions
+
+
+def test_a_candidate_answering_like_the_stable_passes_the_shadow_stage(
+    api: Api, operator: Operator, stack: Stack
+) -> None:
+    recorder = begin(api, stack)
+    shadowing = api.wait_rollout(
+        ROUTE, lambda o: stage(o) == 1 and o["status"].get("mirroring"), "the shadow stage", 60
+    )
+    assert shadowing["status"]["weight"] == 0
+    # During the shadow stage: copies compared, and the client only ever saw the stable.
+    stack.prometheus.wait_for(
+        f'sum(modelrollout_shadow_comparisons_total{{namespace="{stack.namespace}"}}) > 0',
+        bool,
+        10,
+    )
+    during = client_saw_only_the_stable(stack)
+    route = gateway_weights(api.get("httproute", ROUTE))
+    assert route == (100, 0, False), f"the shadow stage ended before the check: {route}"
+    # The stage ends on the tick that judges the match rate a pass, in one status write.
+    judged = api.wait_rollout(
+        ROUTE,
+        lambda o: (match_rate(o) or {}).get("verdict") == "pass",
+        "the match rate judged a pass",
+        60,
+    )
+    judged_rate = match_rate(judged)
+    assert judged_rate is not None
+    assert judged_rate["stage"] == 1, judged_rate
+    assert judged_rate["value"] == 1.0, judged_rate  # v2 never differs by more than 0.15
+    assert "match-rate 1 within slo.min 0.95, abort.min 0.9 at stage 1" in judged_rate["message"]
+
+    done = api.wait_phase(ROUTE, "Succeeded", "RolledBack", "Failed", timeout=90)
+    assert phase(done) == "Succeeded", story(done)
+    assert [h["reason"] for h in done["status"]["history"]] == [
+        "Started", "StageComplete", "StageComplete", "Succeeded",
+    ]  # fmt: skip
+    recorder.stop()
+    # The route: no data-plane mirror at any time (the comparator does the copying).
+    assert recorder.distinct() == [(100, 0, False), (50, 50, False), (0, 100, False)]
+    assert stack.driver is not None
+    versions = stack.driver.counts().versions
+    # Through the comparator the client got v1 throughout; v2 once routed to it: the
+    # record tells the two apart.
+    assert set(versions[SHADOW]) == {"v1"}, versions
+    assert versions[SHADOW]["v1"] > during[SHADOW]["v1"]
+    assert set(versions[CANDIDATE]) == {"v2"}, versions
+    # Once the shadow stage is over the comparator follows the rollout and stops copying.
+    copies_stopped(stack)
+    shadowed = comparisons(stack)
+    assert shadowed.get("match", 0) >= MATCH_SAMPLES, shadowed
+    assert shadowed.get("mismatch", 0) == shadowed.get("error", 0) == 0, shadowed
+
+
+def test_a_candidate_disagreeing_on_15_percent_aborts_in_the_shadow_stage(
+    api: Api, operator: Operator, stack: Stack
+) -> None:
+    recorder = begin(api, stack, {FAULTS["disagree"]: str(DISAGREE)})
+    done = api.wait_phase(ROUTE, "RolledBack", "Succeeded", "Failed", timeout=90)
+    assert phase(done) == "RolledBack", story(done)
+    cause = done["status"]["history"][-2]
+    assert (cause["reason"], cause["stage"]) == ("AbortThresholdBreached", 1), story(done)
+    judged = match_rate(done)
+    assert judged is not None
+    assert judged["verdict"] == "abort", judged
+    value = judged["value"]
+    # At least MATCH_SAMPLES comparisons were judged: the rate is 0.85 but for chance.
+    expected = 1 - DISAGREE
+    assert abs(value - expected) <= binomial_slack(expected, MATCH_SAMPLES), judged
+    assert value < 0.90, judged
+    message = f"match-rate {value:.6g} < abort.min 0.9 at stage 1"
+    assert message in cause["message"], cause
+    [event, *_] = api.wait_events(
+        ROUTE,
+        lambda e: e["reason"] == "AbortThresholdBreached" and message in e["message"],
+        "the abort, with the match rate",
+    )
+    assert event["type"] == "Warning"
+
+    # Every comparison made: the fault's share of mismatches, within a binomial bound.
+    copies_stopped(stack)
+    shadowed = comparisons(stack)
+    total = sum(shadowed.values())
+    assert total >= MATCH_SAMPLES, shadowed
+    assert shadowed.get("error", 0) == 0, shadowed
+    rate = shadowed.get("match", 0) / total
+    assert abs(rate - expected) <= binomial_slack(expected, total), (rate, shadowed)
+
+    # The client never saw the candidate: no request routed there, every answer v1.
+    client_saw_only_the_stable(stack)
+    recorder.stop()
+    assert {(s, c) for s, c, _ in recorder.distinct()} == {(100, 0)}
+    # ...while the candidate did answer: the copies, which its own metrics counted.
+    served = stack.prometheus.query(
+        f'sum(model_requests_total{{namespace="{stack.namespace}",deployment="{CANDIDATE}"}})'
+    )["result"]
+    assert float(served[0]["value"][1]) >= total, served
