@@ -9,12 +9,19 @@ an answer from the candidate could not pass unseen."""
 
 from __future__ import annotations
 
+import io
 import math
+import re
 import time
+from datetime import UTC, datetime
 from typing import Any
+
+from rich.console import Console
 
 from integration.conftest import Api, Obj, Operator, RouteRecorder, phase, stage, story
 from integration.scenario import gateway_weights
+from modelrollout.plugin.kube import Rollout
+from modelrollout.plugin.views import status_view
 
 from .stack import (
     CANDIDATE,
@@ -70,6 +77,12 @@ def copies_stopped(stack: Stack) -> None:
     time.sleep(3)  # a follow interval, and a scrape of every target after it
 
 
+def status_text(obj: Obj) -> str:
+    console = Console(width=250, record=True, file=io.StringIO())
+    console.print(status_view(Rollout.from_object(obj), [], datetime.now(UTC)))
+    return console.export_text()
+
+
 def binomial_slack(p: float, n: float, sigmas: float = 4.0) -> float:
     return sigmas * math.sqrt(p * (1 - p) / n)
 
@@ -116,6 +129,9 @@ def test_a_candidate_answering_like_the_stable_passes_the_shadow_stage(
     assert judged_rate["stage"] == 1, judged_rate
     assert judged_rate["value"] == 1.0, judged_rate  # v2 never differs by more than 0.15
     assert "match-rate 1 within slo.min 0.95, abort.min 0.9 at stage 1" in judged_rate["message"]
+    shown = status_text(judged)  # what `kubectl modelrollout status` shows of it
+    assert "stages  ✓ shadow → " in shown or "stages  ▶ shadow → " in shown, shown
+    assert re.search(r"match-rate[\s│]+1[\s│]+>= 0\.95[\s│]+>= 0\.9[\s│]+pass", shown), shown
 
     done = api.wait_phase(ROUTE, "Succeeded", "RolledBack", "Failed", timeout=90)
     assert phase(done) == "Succeeded", story(done)
