@@ -76,7 +76,6 @@ demo: venv ## the whole loop on a local cluster: two rollouts of a model, shown 
 
 cluster-up: venv testbin ## start a local control plane in the background (idempotent), with a demo rollout
 	@PYTHONPATH=tests $(PY) -m testbed up >/dev/null
-	@$$(hack/testbin/build.sh 2>/dev/null)/kubectl --kubeconfig $(KUBECONFIG_FILE) apply --server-side -f manifests/demo/ >/dev/null
 	@echo "demo rollout applied: kubectl --kubeconfig $(KUBECONFIG_FILE) get mro -n demo"
 	@echo $(abspath $(KUBECONFIG_FILE))
 

@@ -440,7 +440,7 @@ def test_a_rotated_token_replaces_its_connection_instead_of_adding_one(
             reading = await seen[-1].instant("vector(1)")
             return seen, sources.connections, reading
         finally:
-            adapters.close()
+            await adapters.close()
 
     (first, again, rotated, kept), connections, reading = asyncio.run(sources_over_a_rotation())
     assert first is again  # unchanged credentials reuse the connection

@@ -59,7 +59,7 @@ OPERATOR_RULES = [
     rule("", "events", "create patch"),
     rule("apps", "deployments", "get list watch patch"),
     rule("", "services configmaps", "get"),
-    *(rule(kind.group, kind.plural, "get patch") for kind in routing_kinds()),
+    *(rule(kind.group, kind.plural, "get list watch patch") for kind in routing_kinds()),
 ]
 CRD_READS = rule("apiextensions.k8s.io", "customresourcedefinitions", "list watch")
 

@@ -41,6 +41,8 @@ EXPORTED = {
     "modelrollout_reconcile_errors_total": set(),
     "modelrollout_prometheus_query_duration_seconds_bucket": {"le"},
     "modelrollout_prometheus_query_errors_total": {"kind"},
+    "modelrollout_notifications_total": {"receiver", "result"},
+    "modelrollout_notification_queue_length": {"receiver"},
 }
 # Labels Prometheus adds to every scraped series.
 TARGET_LABELS = {"job", "instance", "pod"}

@@ -5,15 +5,16 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from world import World, gateway_spec, replicas_spec
+from world import T0, World, gateway_spec, replicas_spec
 
 from modelrollout.api import ModelRolloutSpec
-from modelrollout.api.status import HISTORY_LIMIT, DriftStatus
+from modelrollout.api.status import HISTORY_LIMIT, DriftStatus, MetricStatus
 from modelrollout.core.conditions import condition
 from modelrollout.core.stages import candidate_replicas, effective_weight, rollout_identity
 from modelrollout.core.types import (
     ConsumeAction,
     Judgement,
+    Notify,
     RouteTarget,
     Scale,
     SetRoute,
@@ -565,3 +566,50 @@ def test_a_stage_judged_by_a_match_rate_leaves_the_copying_to_the_comparator() -
     world.run_until(lambda w: w.status.stage == 1)
     assert world.status.mirroring is True  # what the comparator follows
     assert [(t.weight, t.mirror) for t in world.writes] == [(0, False)]
+
+
+def notices(world: World) -> list[Notify]:
+    return [a for d in world.decisions for a in d.actions if isinstance(a, Notify)]
+
+
+def test_each_transition_is_told_once_in_order_with_its_sequence_number() -> None:
+    world = World(gateway_spec())
+    world.run_until(phase_is("Succeeded"))
+    told = notices(world)
+    assert [n.event for n in told] == [
+        "Started", "StageAdvanced", "StageAdvanced", "StageAdvanced", "Succeeded",
+    ]  # fmt: skip
+    assert [n.sequence for n in told] == [1, 2, 3, 4, 5]
+    assert world.status.transitions == 5
+
+
+def test_a_rollback_is_told_with_its_cause_and_the_breached_check() -> None:
+    world = World(gateway_spec())
+    world.run_until(lambda w: w.status.stage == 2)
+    breach = MetricStatus.model_validate(
+        {"name": "error-rate", "value": 0.37, "abort": {"max": 0.2}, "verdict": "abort",
+         "stage": 2, "checkedAt": T0}
+    )  # fmt: skip
+    world.status = world.status.model_copy(update={"analysis": [breach]})
+    world.judgement = Judgement("rollback", "AbortThresholdBreached", "error-rate 0.37 > 0.2")
+    world.run_until(phase_is("RolledBack"))
+    last = notices(world)[-1]
+    assert last.event == "RolledBack"
+    details = dict(last.details)
+    assert details["cause"].startswith("AbortThresholdBreached: rolling back at stage 2")
+    assert (details["metric"], details["value"], details["bound"]) == (
+        "error-rate",
+        "0.37",
+        "max 0.2",
+    )
+
+
+def test_waiting_for_approval_and_a_pause_are_told() -> None:
+    spec = gateway_spec(strategy={"stages": [
+        {"weight": 10, "duration": "5s", "approval": "Manual"}, {"weight": 100, "duration": "5s"},
+    ]})  # fmt: skip
+    world = World(spec)
+    world.run_until(lambda w: w.status.phase == "Paused")
+    world.action = "pause"
+    world.tick()
+    assert [n.event for n in notices(world)] == ["Started", "AwaitingApproval", "Paused"]

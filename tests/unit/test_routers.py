@@ -230,3 +230,40 @@ def test_one_map_names_each_routing_object() -> None:
         "HTTPRoute route",
         "httproutes.gateway.networking.k8s.io",
     )
+
+
+def test_a_managed_route_is_created_and_written_whole_by_the_operator() -> None:
+    managed = {"parentRefs": [{"name": "gw", "namespace": "infra"}], "hostnames": ["m.example"]}
+    spec = gateway_spec(
+        trafficRouting={"gatewayAPI": {"httpRoute": "route", "managedRoute": managed}}
+    )
+    objects = FakeObjects()
+    router = router_for(spec, objects, "ns")
+    first = run(router.observe(target(0), NO_SNAPSHOT))
+    assert (first.matches, first.weight) == (False, 0.0)  # absent: the first apply makes it
+    run(router.apply(target(0, mirror=True, percent=25)))
+    route = objects.applied[0][1]
+    assert route["spec"] == {
+        "parentRefs": [{"name": "gw", "namespace": "infra"}],
+        "hostnames": ["m.example"],
+        "rules": [
+            {
+                "backendRefs": [
+                    {"name": "v1", "port": 80, "weight": 100},
+                    {"name": "v2", "port": 80, "weight": 0},
+                ],
+                "filters": [
+                    {
+                        "type": "RequestMirror",
+                        "requestMirror": {"backendRef": {"name": "v2", "port": 80}, "percent": 25},
+                    }
+                ],
+            }
+        ],
+    }
+    assert run(router.observe(target(0, mirror=True, percent=25), NO_SNAPSHOT)).matches
+    run(router.apply(target(40)))
+    assert [b["weight"] for b in objects.applied[1][1]["spec"]["rules"][0]["backendRefs"]] == [
+        60,
+        40,
+    ]

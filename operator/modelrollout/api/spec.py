@@ -80,6 +80,9 @@ class CandidateRef(ApiModel):
     )
 
 
+_UNKNOWN = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+
+
 class RoutingMethod(ApiModel):
     """One way of moving weight. A method that drives a routing object names its kind
     here, so the controller, the machine and the RBAC all learn it from one place."""
@@ -110,6 +113,21 @@ class ReplicasRouting(RoutingMethod):
     )
 
 
+class ManagedRoute(ApiModel):
+    """The HTTPRoute is the operator's: it creates it and writes all of its spec, so Git
+    (and Argo CD or Flux) never hold the route or its weights."""
+
+    parent_refs: list[Annotated[dict[str, Any], Field(json_schema_extra=_UNKNOWN)]] = Field(
+        min_length=1,
+        max_length=32,
+        description="The route's parentRefs (the Gateways it attaches to), as in an HTTPRoute.",
+    )
+    hostnames: list[Annotated[str, Field(max_length=253)]] | None = Field(
+        None, max_length=16, description="The route's hostnames, as in an HTTPRoute."
+    )
+    port: int = Field(80, ge=1, le=65535, description="Port of both Services. Default: 80.")
+
+
 class GatewayAPIRouting(RoutingMethod):
     """Weights on the two backendRefs of a Gateway API HTTPRoute rule."""
 
@@ -127,6 +145,21 @@ class GatewayAPIRouting(RoutingMethod):
         le=63,
         description="Index of the rule in spec.rules whose backendRefs point at the stable "
         "and candidate Services. Default: 0.",
+    )
+    managed_route: ManagedRoute | None = Field(
+        None,
+        description="Let the operator create and own the HTTPRoute (one rule to the two "
+        "Services), so that GitOps tools never hold its weights. Unset: the route exists "
+        "and the operator writes only the weights of rule ruleIndex.",
+    )
+
+    rules = (
+        Rule(
+            cel="!has(self.managedRoute) || !has(self.ruleIndex) || self.ruleIndex == 0",
+            message="a managedRoute has one rule: ruleIndex must be 0",
+            holds=lambda m: m.managed_route is None or m.rule_index == 0,
+            field_path=".ruleIndex",
+        ),
     )
 
     @property
@@ -866,6 +899,33 @@ class Checks(ApiModel):
     )
 
 
+NotificationEvent = Literal[
+    "Started", "StageAdvanced", "AwaitingApproval", "Paused", "RolledBack", "Succeeded", "Failed"
+]
+ReceiverType = Literal["webhook", "slack", "cloudevents"]
+
+
+class NotificationReceiver(ApiModel):
+    """Where this rollout's transitions are sent, besides the operator's own receivers."""
+
+    name: CheckName = Field(description="Unique name of the receiver, shown in status.")
+    type: ReceiverType = Field(
+        description="webhook (the notification as JSON), slack (an incoming webhook) or "
+        "cloudevents (CloudEvents 1.0, structured mode)."
+    )
+    url_secret_ref: SecretKeyRef = Field(
+        description="A Secret key holding the URL (it often carries a token). The URL must be "
+        "admitted by the operator's allowlist."
+    )
+    events: list[NotificationEvent] | None = Field(
+        None,
+        max_length=7,
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+        description="Only these events (Started, StageAdvanced, AwaitingApproval, Paused, "
+        "RolledBack, Succeeded, Failed). Default: every event.",
+    )
+
+
 def _mirror_needs_router(m: ModelRolloutSpec) -> bool:
     return m.traffic_routing.can_mirror or not m.strategy.has_mirror_stage
 
@@ -912,6 +972,13 @@ class ModelRolloutSpec(ApiModel):
         None,
         description="Evaluation Jobs and webhooks that gate the rollout before any traffic, "
         "before the last stage and after it.",
+    )
+    notifications: list[NotificationReceiver] = Field(
+        default_factory=list,
+        max_length=10,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+        description="Receivers told of every transition: started, stage advanced, waiting for "
+        "approval, paused, rolled back, succeeded, failed (docs/notifications.md).",
     )
     dry_run: bool = Field(
         False,

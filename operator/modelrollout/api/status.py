@@ -167,6 +167,16 @@ class CheckStatus(StatusModel):
     kpis: list[KpiStatus] = Field(default_factory=list, max_length=20, description="KPIs.")
 
 
+class ReceiverStatus(StatusModel):
+    """How notifications to one receiver are doing, since the operator started."""
+
+    receiver: str = Field(max_length=300, description="The receiver's name.")
+    delivered: int = Field(0, ge=0, description="Notifications delivered.")
+    failed: int = Field(0, ge=0, description="Notifications given up on after retries.")
+    last_error: str | None = Field(None, max_length=1024, description="The last failure.")
+    last_success: Timestamp | None = Field(None, description="When one was last delivered.")
+
+
 class HistoryEntry(StatusModel):
     """One transition, with the numbers that caused it."""
 
@@ -256,6 +266,14 @@ class ModelRolloutStatus(StatusModel):
     drift: DriftStatus | None = Field(None, description="The drift gate's last verdict.")
     checks: list[CheckStatus] = Field(
         default_factory=list, max_length=30, description="The gate checks of this run."
+    )
+    notifications: list[ReceiverStatus] = Field(
+        default_factory=list,
+        max_length=20,
+        description="This rollout's receivers, and the operator's that are failing.",
+    )
+    transitions: int = Field(
+        0, ge=0, description="Transitions so far: the sequence number of the last one."
     )
     history: list[HistoryEntry] = Field(
         default_factory=list,

@@ -14,13 +14,15 @@ from modelrollout.controller.reconcile import ClaimsIndex, Logger, reconcile, re
 ERROR_BACKOFF_SECONDS = 5.0
 
 
-def wake_event(memo: kopf.Memo) -> asyncio.Event:
-    """One event per operator wakes every daemon; each pass is cheap when nothing
-    changed for its rollout."""
-    if "wake" not in memo:
-        memo.wake = asyncio.Event()
-    event: asyncio.Event = memo.wake
-    return event
+def wake_event(memo: kopf.Memo, namespace: str, name: str) -> asyncio.Event:
+    """The event that wakes one rollout's daemon early: its spec or action changed, or
+    someone else wrote a routing object it drives."""
+    wakes: dict[tuple[str, str], asyncio.Event] = memo.setdefault("wakes", {})
+    return wakes.setdefault((namespace, name), asyncio.Event())
+
+
+def forget_wake(memo: kopf.Memo, namespace: str, name: str) -> None:
+    memo.setdefault("wakes", {}).pop((namespace, name), None)
 
 
 async def drive(

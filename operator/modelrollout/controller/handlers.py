@@ -9,6 +9,7 @@ interval to notice.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import kopf
@@ -17,10 +18,12 @@ from modelrollout import telemetry
 from modelrollout.api.objects import ObjectRef
 from modelrollout.api.resource import ACTION_ANNOTATION, FINALIZER, GROUP, PLURAL, VERSION
 from modelrollout.controller.adapters import Adapters
-from modelrollout.controller.daemon import drive, wake_event
+from modelrollout.controller.daemon import drive, forget_wake, wake_event
+from modelrollout.controller.notifications import ENVIRONMENT as RECEIVERS_ENVIRONMENT
+from modelrollout.controller.notifications import operator_receivers
 from modelrollout.controller.reconcile import Logger, release
 from modelrollout.core.phases import needs_driving
-from modelrollout.core.targets import Claimant, claims_of
+from modelrollout.core.targets import Claimant, claims_of, routing_kinds
 from modelrollout.egress import AddressPolicy
 from modelrollout.kube.client import Kube
 
@@ -39,14 +42,16 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.client_timeout = WATCH_CLIENT_TIMEOUT_SECONDS
     settings.watching.connect_timeout = 10
     settings.posting.level = logging.INFO
-    memo.adapters = Adapters.for_kube(Kube.from_environment(), AddressPolicy.from_environment())
+    receivers = operator_receivers(os.environ.get(RECEIVERS_ENVIRONMENT))
+    policy = AddressPolicy.from_environment()
+    memo.adapters = Adapters.for_kube(Kube.from_environment(), policy, receivers=receivers)
     memo.driven = set()  # uids of rollouts whose daemon here runs or released them
 
 
 @kopf.on.cleanup()
 async def close(memo: kopf.Memo, **_: Any) -> None:
     if memo.get("adapters") is not None:
-        memo.adapters.close()
+        await memo.adapters.close()
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
@@ -70,14 +75,33 @@ def rollout_claims(
 @kopf.on.event(GROUP, VERSION, PLURAL)
 async def wake_on_change(body: kopf.Body, memo: kopf.Memo, type: str, **_: Any) -> None:
     """Wake the daemon for a new generation or action, not for our own status writes."""
+    namespace, name = str(body.metadata.namespace), str(body.metadata.name)
     if type == "DELETED":
-        telemetry.forget(str(body.metadata.namespace), str(body.metadata.name))
+        telemetry.forget(namespace, name)
         memo.driven.discard(str(body.metadata.uid))
+        memo.adapters.versions.pop(str(body.metadata.uid), None)
+        forget_wake(memo, namespace, name)
         return
     key = (body.metadata.get("generation"), body.metadata.annotations.get(ACTION_ANNOTATION))
-    if memo.get("seen") != key:
-        memo.seen = key
-        wake_event(memo).set()
+    seen: dict[tuple[str, str], Any] = memo.setdefault("seen", {})
+    if seen.get((namespace, name)) != key:
+        seen[(namespace, name)] = key
+        wake_event(memo, namespace, name).set()
+
+
+async def wake_claimants(
+    body: kopf.Body, memo: kopf.Memo, namespace: str | None, **kwargs: Any
+) -> None:
+    """A routing object changed: wake the rollouts that drive it, so a write by someone
+    else (a GitOps sync, a person) is reasserted at once instead of at the next tick."""
+    claims: kopf.Index[tuple[str, str, str], Claimant] = kwargs["rollout_claims"]
+    kind = str(body.get("kind"))
+    for claimant in claims.get((str(namespace), kind, str(body.metadata.name)), ()):
+        wake_event(memo, str(namespace), claimant.name).set()
+
+
+for _kind in routing_kinds():
+    kopf.on.event(_kind.group, _kind.version, _kind.plural)(wake_claimants)
 
 
 # The backoff lets a stopped daemon finish its pass (and, on deletion, give traffic
@@ -103,7 +127,8 @@ async def drive_rollout(
     deleted = False
     try:
         claims = kwargs["rollout_claims"]
-        deleted = await drive(memo.adapters, body, claims, wake_event(memo), stopped, logger)
+        wake = wake_event(memo, str(body.metadata.namespace), str(body.metadata.name))
+        deleted = await drive(memo.adapters, body, claims, wake, stopped, logger)
     finally:
         if not deleted:  # a deleted one stays until the object is gone (wake_on_change)
             memo.driven.discard(uid)

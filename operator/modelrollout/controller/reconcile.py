@@ -25,6 +25,7 @@ from modelrollout.api.spec import ModelRolloutSpec
 from modelrollout.api.status import ModelRolloutStatus
 from modelrollout.controller import analysis, checks
 from modelrollout.controller.adapters import Adapters
+from modelrollout.controller.notifications import health, rollout_receivers, send
 from modelrollout.core.context import StageContext, stage_context
 from modelrollout.core.machine import reject_spec, route_target, step
 from modelrollout.core.phases import analysis_due, awaiting_start, release_target
@@ -34,6 +35,7 @@ from modelrollout.core.types import (
     Decision,
     EmitEvent,
     Judgement,
+    Notify,
     Observations,
     RunCheck,
     Scale,
@@ -71,11 +73,18 @@ async def reconcile(
 ) -> float:
     """Run one pass over a rollout; return the seconds until the next one is due.
 
-    The pass reads the rollout afresh instead of trusting kopf's `body`: the watch
-    event of our own last write may not have arrived yet, and a pass on the status
-    before that write would undo it (restore the weight a rollback just removed)."""
+    The pass never works on a version older than its own last write: a pass on the
+    status before that write would undo it (restore the weight a rollback just
+    removed). kopf's `body` is used when it is exactly the version this daemon last
+    wrote or read; else (the watch has not caught up, or someone else wrote) the
+    rollout is read afresh."""
     namespace, name = str(body.metadata.namespace), str(body.metadata.name)
-    rollout = await _read_own(adapters, namespace, name, str(body.metadata.uid))
+    uid = str(body.metadata.uid)
+    known = adapters.versions.get(uid)
+    if known is not None and known == body.metadata.get("resourceVersion"):
+        rollout: Manifest | None = dict(body)
+    else:
+        rollout = await _read_own(adapters, namespace, name, uid)
     if rollout is None:
         return CONFLICT_RETRY_SECONDS  # deleted or replaced: kopf stops this daemon
     generation = int(rollout["metadata"].get("generation", 0))
@@ -92,14 +101,24 @@ async def reconcile(
         observations = await _observe(adapters, rollout, spec, status, claims, generation, now)
         decision = step(spec, status, observations, now)
     try:
-        await _persist(adapters, namespace, name, rollout, raw_status, decision)
+        adapters.versions[uid] = await _persist(
+            adapters, namespace, name, rollout, raw_status, decision
+        )
     except Exception as error:
+        adapters.versions.pop(uid, None)
         if is_conflict(error):
             logger.info("the rollout changed while reconciling; retrying with the new version")
             return CONFLICT_RETRY_SECONDS
         raise
     telemetry.record_pass(namespace, name, observations.metrics, decision.rollback)
     await _act(adapters, rollout, body, spec, decision, logger)
+    notices = [a for a in decision.actions if isinstance(a, Notify)]
+    if notices and spec is not None:
+        receivers = adapters.receivers + await rollout_receivers(
+            adapters.objects, namespace, name, spec
+        )
+        for notice in notices:
+            send(adapters.notifier, receivers, rollout, decision.status, notice)
     return decision.requeue_after or CONFLICT_RETRY_SECONDS
 
 
@@ -127,11 +146,12 @@ async def _persist(
     rollout: Mapping[str, Any],
     raw_status: dict[str, Any],
     decision: Decision,
-) -> None:
+) -> str:
     """Consume the action annotation, then write the status, each guarded by the
-    resourceVersion. A conflict caused by metadata alone (kopf adding its finalizer,
-    say) is retried on the fresh version: the spec and status the decision came from
-    are unchanged. Anything else is not: the pass is recomputed from the new version."""
+    resourceVersion; return the version stored last. A conflict caused by metadata
+    alone (kopf adding its finalizer, say) is retried on the fresh version: the spec
+    and status the decision came from are unchanged. Anything else is not: the pass is
+    recomputed from the new version."""
     kube, metadata = adapters.kube, rollout["metadata"]
     version = str(metadata.get("resourceVersion"))
     consume = next((a.name for a in decision.actions if isinstance(a, ConsumeAction)), None)
@@ -142,8 +162,9 @@ async def _persist(
                 consume = None
             if decision.changed:
                 new_status = decision.status.to_wire()
-                await write_status(kube, namespace, name, version, raw_status, new_status)
-            return
+                written = await write_status(kube, namespace, name, version, raw_status, new_status)
+                version = str(written["metadata"]["resourceVersion"])
+            return version
         except Exception as error:
             if not is_conflict(error) or attempt == 2:
                 raise
@@ -156,6 +177,7 @@ async def _persist(
             if not unchanged or (consume and annotations.get(ACTION_ANNOTATION) != consume):
                 raise
             version = str(current["metadata"]["resourceVersion"])
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 async def _observe(
@@ -213,6 +235,9 @@ async def _observe(
         analysis_errors=tick.outcome.errors if tick else None,
         drift=tick.drift if tick else None,
         checks=seen_checks,
+        notifications=health(
+            adapters.notifier, namespace, str(metadata["name"]), spec, adapters.receivers
+        ),
     )
 
 

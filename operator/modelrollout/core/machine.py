@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from modelrollout.api.durations import parse_duration
-from modelrollout.api.spec import ModelRolloutSpec, Stage
+from modelrollout.api.spec import ModelRolloutSpec, NotificationEvent, Stage
 from modelrollout.api.status import (
     HISTORY_LIMIT,
     TERMINAL_PHASES,
@@ -44,6 +44,7 @@ from modelrollout.core.types import (
     EmitEvent,
     EventType,
     Judgement,
+    Notify,
     Observations,
     RouteTarget,
     Scale,
@@ -59,6 +60,19 @@ FAST_TICK_SECONDS = 1.0
 # stable grows back, before it is scaled down anyway (and says so).
 SURGE_WAIT_SECONDS = 60.0
 CHECK_POLL_SECONDS = 5.0
+
+# Which transitions are told to receivers: (phase, reason), or (phase, None) for any.
+_NOTICES: dict[tuple[str, str | None], NotificationEvent] = {
+    ("Progressing", "Started"): "Started",
+    ("Progressing", "StageComplete"): "StageAdvanced",
+    ("Progressing", "Promoted"): "StageAdvanced",
+    ("Progressing", "PromotedFull"): "StageAdvanced",
+    ("Paused", "AwaitingApproval"): "AwaitingApproval",
+    ("Paused", None): "Paused",
+    ("RolledBack", None): "RolledBack",
+    ("Succeeded", None): "Succeeded",
+    ("Failed", None): "Failed",
+}
 
 _DRIFT_REASONS = {
     "stable": "NoDrift",
@@ -158,6 +172,8 @@ class _Tick:
         self._record_analysis()
         self._analysis_condition()
         self._record_drift()
+        if self.obs.notifications is not None:
+            s.notifications = list(self.obs.notifications)
         action = self._take_action()
         restart = self._restart_reason(action, spec_changed)
         if restart:
@@ -656,6 +672,11 @@ class _Tick:
         transition = force or s.phase != phase or last_reason != reason
         changed = s.phase != phase if quiet else transition
         if changed:
+            s.transitions += 1
+            notice = _NOTICES.get((phase, reason), _NOTICES.get((phase, None)))
+            if notice is not None:
+                details = self._notice_details(notice)
+                self.actions.append(Notify(notice, s.transitions, reason, message, details))
             entry = HistoryEntry(
                 time=timestamp(self.now),
                 from_phase=s.phase,
@@ -676,6 +697,26 @@ class _Tick:
             now=self.now,
             generation=self.obs.generation,
         )
+
+    def _notice_details(self, event: NotificationEvent) -> tuple[tuple[str, str], ...]:
+        """RolledBack names why: the rollback's cause, and the check that breached."""
+        if event != "RolledBack":
+            return ()
+        began = [h for h in self.status.history if h.to_phase == "RollingBack"]
+        cause = (("cause", f"{began[-1].reason}: {began[-1].message}"),) if began else ()
+        worst = [m for m in self.status.analysis if m.verdict in ("abort", "fail")]
+        if not worst:
+            return cause
+        check = worst[0]
+        bounds = check.abort if check.verdict == "abort" else check.slo
+        bound = ", ".join(
+            f"{side} {value:g}"
+            for side, value in (("min", bounds.min if bounds else None),
+                                ("max", bounds.max if bounds else None))
+            if value is not None
+        )  # fmt: skip
+        value = "" if check.value is None else f"{check.value:g}"
+        return (*cause, ("metric", check.name), ("value", value), ("bound", bound))
 
     def _refresh_summaries(self) -> None:
         s = self.status

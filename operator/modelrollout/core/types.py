@@ -11,13 +11,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from modelrollout.api.spec import Check
+from modelrollout.api.spec import Check, NotificationEvent
 from modelrollout.api.status import (
     CheckPoint,
     DriftStatus,
     MetricStatus,
     ModelRolloutStatus,
     NoDataKind,
+    ReceiverStatus,
     SamplesStatus,
 )
 
@@ -114,6 +115,7 @@ class Observations:
     analysis_errors: int | None = None
     drift: DriftStatus | None = None
     checks: tuple[CheckObservation, ...] = ()
+    notifications: tuple[ReceiverStatus, ...] | None = None
 
 
 # -- gate checks -------------------------------------------------------------------
@@ -202,6 +204,18 @@ class EmitEvent:
 
 
 @dataclass(frozen=True)
+class Notify:
+    """Tell the receivers of a transition; `sequence` numbers the rollout's
+    transitions, so a receiver can tell a repeat or a gap."""
+
+    event: NotificationEvent
+    sequence: int
+    reason: str
+    message: str
+    details: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
 class ConsumeAction:
     """Remove the action annotation; done before the status is written, so a crash
     loses an action rather than applying it twice."""
@@ -209,7 +223,7 @@ class ConsumeAction:
     name: str
 
 
-Action = SetRoute | Scale | EmitEvent | ConsumeAction | RunCheck | StopCheck
+Action = SetRoute | Scale | EmitEvent | ConsumeAction | RunCheck | StopCheck | Notify
 
 
 @dataclass(frozen=True)

@@ -31,13 +31,7 @@ class Kube:
 
     @classmethod
     def from_environment(cls, max_workers: int = 8) -> Kube:
-        """In-cluster credentials when present, else the kubeconfig (KUBECONFIG)."""
-        try:
-            config.load_incluster_config()  # type: ignore[no-untyped-call]
-            api_client = client.ApiClient()
-        except config.ConfigException:
-            api_client = config.new_client_from_config()  # type: ignore[no-untyped-call]
-        return cls(api_client, max_workers)
+        return cls(api_client_from_environment(), max_workers)
 
     async def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT_SECONDS)
@@ -47,6 +41,15 @@ class Kube:
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self.api_client.close()
+
+
+def api_client_from_environment() -> Any:
+    """In-cluster credentials when present, else the kubeconfig (KUBECONFIG)."""
+    try:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+        return client.ApiClient()
+    except config.ConfigException:
+        return config.new_client_from_config()  # type: ignore[no-untyped-call]
 
 
 def is_not_found(error: BaseException) -> bool:

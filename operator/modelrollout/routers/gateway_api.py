@@ -1,10 +1,15 @@
 """Gateway API: weights on the stable and candidate backendRefs of one HTTPRoute
-rule, and a RequestMirror filter (with `percent` below 100) for mirror stages."""
+rule, and a RequestMirror filter (with `percent` below 100) for mirror stages.
+
+With `managedRoute` the route is the operator's own: it is created when missing and
+written whole (parentRefs, hostnames and one rule to the two Services), so nothing
+else holds its weights."""
 
 from __future__ import annotations
 
 from modelrollout.api.spec import ModelRolloutSpec
-from modelrollout.ports import Objects
+from modelrollout.core.types import RouteObservation, RouteTarget
+from modelrollout.ports import Objects, Snapshot
 from modelrollout.routers.mesh import Entry, MeshRouter, RouteProblem
 
 
@@ -16,7 +21,33 @@ class GatewayAPIRouter(MeshRouter):
         super().__init__(objects, namespace, spec)
         routing = spec.traffic_routing.gateway_api
         assert routing is not None
-        self.rule_index = routing.rule_index
+        self.rule_index, self.managed = routing.rule_index, routing.managed_route
+
+    async def observe(self, target: RouteTarget, snapshot: Snapshot) -> RouteObservation | None:
+        seen = await super().observe(target, snapshot)
+        if seen is None and self.managed is not None:
+            return RouteObservation(matches=False, weight=0.0)  # made by the first apply
+        return seen
+
+    async def apply(self, target: RouteTarget) -> None:
+        if self.managed is None:
+            await super().apply(target)
+            return
+        port = self.managed.port
+        rule: Entry = {
+            "backendRefs": [
+                {"name": self.stable, "port": port, "weight": 100 - target.weight},
+                {"name": self.candidate, "port": port, "weight": target.weight},
+            ]
+        }
+        self.set_mirror(
+            rule, rule["backendRefs"][1], target.mirror_percent if target.mirror else None
+        )
+        spec: Entry = {"parentRefs": self.managed.parent_refs, "rules": [rule]}
+        if self.managed.hostnames:
+            spec["hostnames"] = self.managed.hostnames
+        metadata = {"name": self.name, "namespace": self.namespace}
+        await self.objects.apply(self.object_kind, {"metadata": metadata, "spec": spec})
 
     def locate(self, entries: list[Entry]) -> tuple[Entry, Entry, Entry]:
         if self.rule_index >= len(entries):
