@@ -10,9 +10,12 @@ an answer from the candidate could not pass unseen."""
 from __future__ import annotations
 
 import io
+import json
 import math
+import random
 import re
 import time
+import urllib.request
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,12 +25,15 @@ from integration.conftest import Api, Obj, Operator, RouteRecorder, phase, stage
 from integration.scenario import gateway_weights
 from modelrollout.plugin.kube import Rollout
 from modelrollout.plugin.views import status_view
+from testbed import procs
+from testbed.traffic import draw_row
 
 from .stack import (
     CANDIDATE,
     FAULTS,
     ROUTE,
     SHADOW,
+    STABLE,
     Stack,
     rollout,
     shadow_stage,
@@ -198,3 +204,55 @@ def test_a_candidate_disagreeing_on_15_percent_aborts_in_the_shadow_stage(
         f'sum(model_requests_total{{namespace="{stack.namespace}",deployment="{CANDIDATE}"}})'
     )["result"]
     assert float(served[0]["value"][1]) >= total, served
+
+
+def test_the_supervisor_runs_the_comparator_in_front_of_the_stables_pods(
+    api: Api, stack: Stack
+) -> None:
+    """The test bed's part: each comparator pod gets its own stable pod behind the
+    Service its --stable names, is scraped with its namespace, answers as the stable,
+    and follows a stable pod that goes away to one that serves."""
+    stack.start(shadow=True)
+    assert stack.backends is not None
+    backends = stack.backends
+
+    def comparators() -> list[Any]:
+        return [b for b in backends.backends() if b.deployment == SHADOW]
+
+    stable = set(backends.endpoints(api.namespace, STABLE))
+    first = comparators()
+    assert len(first) == 2
+    assert all(b.serves == "shadow" and b.version is None for b in first)
+    behind = [b.upstreams for b in first]
+    assert all(len(u) == 2 and u[0] in stable for u in behind), behind
+    assert behind[0][0] != behind[1][0], "both comparator pods in front of one stable pod"
+    for backend in first:
+        assert answer_version(backend.url) == "v1"
+    stack.prometheus.wait_for(
+        f'count(modelrollout_shadow_share{{namespace="{api.namespace}",rollout="{ROUTE}"}})',
+        lambda r: [float(x["value"][1]) for x in r] == [2.0],
+        15,
+    )
+
+    api.control_plane.kubectl("scale", "deployment", STABLE, "--replicas=1", "-n", api.namespace)
+    procs.wait_until(
+        lambda: (
+            len(backends.endpoints(api.namespace, STABLE)) == 1
+            and {b.upstreams[0] for b in comparators()}
+            == set(backends.endpoints(api.namespace, STABLE))
+            and len(comparators()) == 2
+        ),
+        60,
+        "both comparators in front of the one stable pod left",
+    )
+    for backend in comparators():
+        assert answer_version(backend.url) == "v1"
+
+
+def answer_version(url: str) -> str:
+    body = json.dumps({"features": draw_row(random.Random(0))}).encode()
+    request = urllib.request.Request(f"{url}/predict", body, {"Content-Type": "application/json"})
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback
+    with direct.open(request, timeout=10) as response:
+        version: str = json.load(response)["version"]
+    return version
