@@ -159,6 +159,7 @@ def test_a_candidate_answering_like_the_stable_passes_the_shadow_stage(
     shadowed = comparisons(stack)
     assert shadowed.get("match", 0) >= MATCH_SAMPLES, shadowed
     assert shadowed.get("mismatch", 0) == shadowed.get("error", 0) == 0, shadowed
+    print(f"judged: {judged_rate['message']}; compared: {shadowed}; client saw: {versions}")
 
 
 def test_a_candidate_disagreeing_on_15_percent_aborts_in_the_shadow_stage(
@@ -194,6 +195,7 @@ def test_a_candidate_disagreeing_on_15_percent_aborts_in_the_shadow_stage(
     assert shadowed.get("error", 0) == 0, shadowed
     rate = shadowed.get("match", 0) / total
     assert abs(rate - expected) <= binomial_slack(expected, total), (rate, shadowed)
+    print(f"judged: {judged['message']}; event: {event['message']}; compared: {shadowed}")
 
     # The client never saw the candidate: no request routed there, every answer v1.
     client_saw_only_the_stable(stack)
@@ -204,6 +206,8 @@ def test_a_candidate_disagreeing_on_15_percent_aborts_in_the_shadow_stage(
         f'sum(model_requests_total{{namespace="{stack.namespace}",deployment="{CANDIDATE}"}})'
     )["result"]
     assert float(served[0]["value"][1]) >= total, served
+    assert stack.driver is not None
+    print(f"client saw: {stack.driver.counts().versions}; the candidate served {served}")
 
 
 def test_the_supervisor_runs_the_comparator_in_front_of_the_stables_pods(
