@@ -25,9 +25,9 @@ literal `env` values, and:
 - `--stable` and `--candidate` (or their MODELROLLOUT_SHADOW_* variables) naming a
   Service (`http://fraud-v1[.ns[.svc...]][:port][/prefix]`) resolved as a cluster's DNS
   and Service would: to one ready pod's server of the Deployments the Service selects,
-  the comparator pod's ordinal among its Deployment's pods picking which (so replicas
-  spread over the pods). It starts once both sides have one, and is restarted when a
-  chosen server leaves the endpoints. Any other URL is used as given;
+  the one the fewest comparators use (so replicas spread over the pods). It starts once
+  both sides have one, and is restarted when a chosen server leaves the endpoints. Any
+  other URL is used as given;
 - `--listen` and `--metrics-listen` on free loopback ports: the first is the pod's
   endpoint, the second its Prometheus target (and its /healthz);
 - `--namespace` the pod's, unless given; `KUBECONFIG` the supervisor's `kubeconfig`
@@ -71,6 +71,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zlib
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -296,16 +297,25 @@ class Backends:
         self._draining = [(due, b) for due, b in self._draining if due > now]
         self._publish()
         _stop_servers([b for b in gone if not b.proc.alive()] + stopping)
-        for shadows in (False, True):  # a comparator resolves to servers already healthy
-            fresh = [
-                backend
-                for uid, w in wanted.items()
-                if uid not in self._backends and (w.shadow is not None) == shadows
-                if (backend := self._spawn_shadow(w, wanted) if shadows else self._spawn(w))
-            ]
-            with self._lock:
-                self._backends.update((b.uid, b) for b in fresh)
-            self._probe(fresh, HEALTH_TIMEOUT)
+        fresh = [
+            self._spawn(w)
+            for uid, w in wanted.items()
+            if uid not in self._backends and w.shadow is None
+        ]
+        with self._lock:
+            self._backends.update((b.uid, b) for b in fresh)
+        self._probe(fresh, HEALTH_TIMEOUT)
+        comparators = []  # once the servers they resolve to are healthy
+        for uid, w in wanted.items():
+            if (
+                uid not in self._backends
+                and w.shadow is not None
+                and (backend := self._spawn_shadow(w))
+            ):
+                with self._lock:
+                    self._backends[uid] = backend  # counted by the next one's choice
+                comparators.append(backend)
+        self._probe(comparators, HEALTH_TIMEOUT)
         for uid, backend in list(self._backends.items()):
             if not backend.healthy:
                 self._probe([backend], 0)
@@ -375,16 +385,11 @@ class Backends:
             port, proc, faults,
         )  # fmt: skip
 
-    def _spawn_shadow(self, wanted: Wanted, every: dict[str, Wanted]) -> Backend | None:
+    def _spawn_shadow(self, wanted: Wanted) -> Backend | None:
         """The pod's comparator, its Service URLs resolved to servers; None while one
         has no ready server (the next pass tries again)."""
         assert wanted.shadow is not None
         args, env = list(wanted.shadow.args), dict(wanted.shadow.env)
-        peers = sorted(
-            w.pod
-            for w in every.values()
-            if (w.namespace, w.deployment) == (wanted.namespace, wanted.deployment)
-        )
         upstreams = []
         for name in SHADOW_UPSTREAMS:
             flag, variable = f"--{name}", f"MODELROLLOUT_SHADOW_{name.upper()}"
@@ -392,7 +397,7 @@ class Backends:
             if given is None:
                 continue  # the comparator says what it misses
             try:
-                server = self._resolve(given, wanted.namespace, peers.index(wanted.pod))
+                server = self._resolve(given, wanted.namespace)
             except Exception as error:  # an API hiccup: the next pass tries again
                 log.warning("pod %s: resolving %s %s failed: %s", wanted.pod, flag, given, error)
                 return None
@@ -419,10 +424,11 @@ class Backends:
             metrics_port=metrics_port, upstreams=tuple(upstreams),
         )  # fmt: skip
 
-    def _resolve(self, url: str, namespace: str, ordinal: int) -> str | None:
-        """A Service URL as the cluster would route it: to the `ordinal`-th (modulo)
-        ready server of the Deployments the Service selects, keeping the path prefix.
-        An address that names no Service (an IP, localhost, https) is kept as given."""
+    def _resolve(self, url: str, namespace: str) -> str | None:
+        """A Service URL as the cluster would route it: to the ready server of the
+        Deployments the Service selects that the fewest comparators use (the first of
+        those), keeping the path prefix. An address that names no Service (an IP,
+        localhost, https) is kept as given."""
         parts = urllib.parse.urlsplit(url)
         labels = (parts.hostname or "").split(".")
         if (
@@ -446,7 +452,9 @@ class Backends:
         servers = [u for d in deployments for u in self.endpoints(where, d)]
         if not servers:
             return None
-        return servers[ordinal % len(servers)] + parts.path.rstrip("/")
+        with self._lock:
+            used = Counter(u for b in self._backends.values() for u in b.upstreams)
+        return min(servers, key=used.__getitem__) + parts.path.rstrip("/")
 
     def _warn(self, warning: str) -> None:
         if warning not in self._warned:
