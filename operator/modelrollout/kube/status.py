@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, cast
 
 from modelrollout.api.resource import GROUP, PLURAL, VERSION
@@ -32,8 +33,28 @@ async def write_status(
     """Patch status, failing with 409 if the object changed since we read it, so a
     status computed from a stale spec is never stored."""
     body = {"metadata": {"resourceVersion": resource_version}, "status": merge_patch(old, new)}
+    return await _merge_patch(
+        kube, kube.custom.patch_namespaced_custom_object_status, namespace, name, body
+    )
+
+
+async def remove_annotation(
+    kube: Kube, namespace: str, name: str, resource_version: str, key: str
+) -> str:
+    """Remove an annotation if the object is still at `resource_version`; return the
+    new resourceVersion for the status write that follows."""
+    body = {"metadata": {"resourceVersion": resource_version, "annotations": {key: None}}}
+    result = await _merge_patch(
+        kube, kube.custom.patch_namespaced_custom_object, namespace, name, body
+    )
+    return str(result["metadata"]["resourceVersion"])
+
+
+async def _merge_patch(
+    kube: Kube, patch: Callable[..., Any], namespace: str, name: str, body: dict[str, Any]
+) -> dict[str, Any]:
     result = await kube.write(
-        kube.custom.patch_namespaced_custom_object_status,
+        patch,
         GROUP,
         VERSION,
         namespace,
@@ -43,25 +64,6 @@ async def write_status(
         _content_type="application/merge-patch+json",
     )
     return cast(dict[str, Any], result)
-
-
-async def remove_annotation(
-    kube: Kube, namespace: str, name: str, resource_version: str, key: str
-) -> str:
-    """Remove an annotation if the object is still at `resource_version`; return the
-    new resourceVersion for the status write that follows."""
-    body = {"metadata": {"resourceVersion": resource_version, "annotations": {key: None}}}
-    result: Any = await kube.write(
-        kube.custom.patch_namespaced_custom_object,
-        GROUP,
-        VERSION,
-        namespace,
-        PLURAL,
-        name,
-        body,
-        _content_type="application/merge-patch+json",
-    )
-    return str(result["metadata"]["resourceVersion"])
 
 
 async def read_rollout(kube: Kube, namespace: str, name: str) -> dict[str, Any]:

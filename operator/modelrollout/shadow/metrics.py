@@ -29,63 +29,58 @@ FOLLOW_ERRORS = ("forbidden", "unauthorized", "api_error", "unreachable", "not_f
 class ShadowMetrics:
     def __init__(self, rollout: str) -> None:
         self.registry = registry = CollectorRegistry()
-        label = ["rollout"]
+
+        def by_reason(name: str, doc: str, reasons: tuple[str, ...]) -> dict[str, Counter]:
+            """One counter, its label values all present from the start at 0."""
+            counter = Counter(name, doc, ["rollout", "reason"], registry=registry)
+            return {reason: counter.labels(rollout, reason) for reason in reasons}
+
         comparisons = Counter(
             "modelrollout_shadow_comparisons",
             "Shadowed requests by how the candidate's answer compared with the stable's",
-            [*label, "result"],
+            ["rollout", "result"],
             registry=registry,
         )
         self.comparisons = {result: comparisons.labels(rollout, result) for result in RESULTS}
         self.latency = Histogram(
             "modelrollout_shadow_candidate_latency_seconds",
             "Time to the candidate's whole answer (answered calls only; timeouts are errors)",
-            label,
+            ["rollout"],
             registry=registry,
         ).labels(rollout)
-        dropped = Counter(
-            "modelrollout_shadow_dropped",
-            "Copies not sent to the candidate",
-            [*label, "reason"],
-            registry=registry,
+        self.dropped = by_reason(
+            "modelrollout_shadow_dropped", "Copies not sent to the candidate", DROP_REASONS
         )
-        self.dropped = {reason: dropped.labels(rollout, reason) for reason in DROP_REASONS}
-        uncompared = Counter(
+        self.uncompared = by_reason(
             "modelrollout_shadow_uncompared",
             "Shadowed requests whose stable answer could not be compared",
-            [*label, "reason"],
-            registry=registry,
+            UNCOMPARED_REASONS,
         )
-        self.uncompared = {r: uncompared.labels(rollout, r) for r in UNCOMPARED_REASONS}
-        errors = Counter(
+        self.candidate_errors = by_reason(
             "modelrollout_shadow_candidate_errors",
             "Candidate calls counted as result=error, by cause",
-            [*label, "reason"],
-            registry=registry,
+            CANDIDATE_ERRORS,
         )
-        self.candidate_errors = {r: errors.labels(rollout, r) for r in CANDIDATE_ERRORS}
         self.requests = Counter(
             "modelrollout_shadow_requests",
             "Requests answered through the comparator (shadowed or not)",
-            label,
+            ["rollout"],
             registry=registry,
         ).labels(rollout)
         self.in_flight = Gauge(
             "modelrollout_shadow_in_flight",
             "Shadow calls under way",
-            label,
+            ["rollout"],
             registry=registry,
         ).labels(rollout)
         self.share = Gauge(
             "modelrollout_shadow_share",
             "Fraction of requests copied to the candidate now",
-            label,
+            ["rollout"],
             registry=registry,
         ).labels(rollout)
-        follow_errors = Counter(
+        self.follow_errors = by_reason(
             "modelrollout_shadow_follow_errors",
             "Failed reads of the ModelRollout (--follow-rollout)",
-            [*label, "reason"],
-            registry=registry,
+            FOLLOW_ERRORS,
         )
-        self.follow_errors = {r: follow_errors.labels(rollout, r) for r in FOLLOW_ERRORS}

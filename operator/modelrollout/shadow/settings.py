@@ -118,6 +118,24 @@ def parse_rules_variable(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.strip()]
 
 
+# (flag, metavar, help) of every flag that takes one value
+_VALUED_FLAGS = (
+    ("--listen", "HOST:PORT", "where clients connect: HOST:PORT (default 0.0.0.0:8080)"),
+    ("--metrics-listen", "HOST:PORT", "/metrics and /healthz: HOST:PORT (default 0.0.0.0:8081)"),
+    ("--stable", "URL", "the stable model's URL, e.g. http://ranker-stable:8080 (required)"),
+    ("--candidate", "URL", "the candidate model's URL (required)"),
+    ("--rollout", "NAME", "the ModelRollout's name: the `rollout` label (required)"),
+    ("--namespace", "NS", "the ModelRollout's namespace (default: this pod's, else default)"),
+    ("--share", "FLOAT", "fraction of requests copied to the candidate, 0..1 (default 1)"),
+    ("--candidate-timeout", "SECONDS", "seconds for the candidate's whole answer (default 2)"),
+    ("--stable-timeout", "SECONDS", "seconds for the stable's answer before a 504 (default 60)"),
+    ("--max-in-flight", "N", "shadow calls at once; more are dropped (default 64)"),
+    ("--max-body", "BYTES", "bytes: larger requests or answers are not compared (default 1MiB)"),
+    ("--follow-interval", "SECONDS", "seconds between reads of the ModelRollout (default 5)"),
+    ("--log-level", "LEVEL", "debug, info, warning or error (default info)"),
+)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="modelrollout-shadow",
@@ -125,69 +143,21 @@ def _parser() -> argparse.ArgumentParser:
         "them with the candidate's answers, in the background. Every flag can also be "
         f"set as {ENV_PREFIX}<FLAG> (e.g. {ENV_PREFIX}CANDIDATE_TIMEOUT); a flag wins.",
     )
-    add = parser.add_argument
-    add(
-        "--listen",
-        metavar="HOST:PORT",
-        help="where clients connect: HOST:PORT (default 0.0.0.0:8080)",
-    )
-    add(
-        "--metrics-listen",
-        metavar="HOST:PORT",
-        help="/metrics and /healthz: HOST:PORT (default 0.0.0.0:8081)",
-    )
-    add(
-        "--stable",
-        metavar="URL",
-        help="the stable model's URL, e.g. http://ranker-stable:8080 (required)",
-    )
-    add("--candidate", metavar="URL", help="the candidate model's URL (required)")
-    add("--rollout", metavar="NAME", help="the ModelRollout's name: the `rollout` label (required)")
-    add(
-        "--namespace",
-        metavar="NS",
-        help="the ModelRollout's namespace (default: this pod's, else default)",
-    )
-    add(
-        "--share",
-        metavar="FLOAT",
-        help="fraction of requests copied to the candidate, 0..1 (default 1)",
-    )
-    add(
+    for flag, metavar, text in _VALUED_FLAGS:
+        parser.add_argument(flag, metavar=metavar, help=text)
+    parser.add_argument(
         "--compare",
         action="append",
         metavar="JSONPATH[~TOLERANCE]",
         help="repeatable: $.score~0.001 compares numbers within 0.001, $.label exactly "
         "(default: $, the whole answer, exactly)",
     )
-    add(
-        "--candidate-timeout",
-        metavar="SECONDS",
-        help="seconds for the candidate's whole answer (default 2)",
-    )
-    add(
-        "--stable-timeout",
-        metavar="SECONDS",
-        help="seconds for the stable's answer before a 504 (default 60)",
-    )
-    add("--max-in-flight", metavar="N", help="shadow calls at once; more are dropped (default 64)")
-    add(
-        "--max-body",
-        metavar="BYTES",
-        help="bytes: larger requests or answers are not compared (default 1MiB)",
-    )
-    add(
+    parser.add_argument(
         "--follow-rollout",
         action="store_const",
         const="true",
         help="shadow only while the ModelRollout's status.mirroring is true",
     )
-    add(
-        "--follow-interval",
-        metavar="SECONDS",
-        help="seconds between reads of the ModelRollout (default 5)",
-    )
-    add("--log-level", metavar="LEVEL", help="debug, info, warning or error (default info)")
     return parser
 
 
