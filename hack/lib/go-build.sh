@@ -36,7 +36,7 @@ go_build() {
 # Reads `go build -v` stderr: counts package lines, passes every other line through.
 _go_build_progress() {
   local label="$1" total="$2" done=0 start=$SECONDS last=$SECONDS line tty=0
-  [[ -t 2 ]] && tty=1
+  [[ -t 2 && "${GO_BUILD_PROGRESS:-}" != lines ]] && tty=1
   while IFS= read -r line; do
     if [[ "$line" =~ ^[A-Za-z0-9_./~+-]+$ ]]; then
       done=$((done + 1))

@@ -52,10 +52,10 @@ def rule(group: str, resources: str, verbs: str, names: str = "") -> Obj:
 
 # What the operator needs in a namespace it watches (templates/rbac.yaml): and only this.
 OPERATOR_RULES = [
-    rule("rollouts.mlops.io", "modelrollouts", "get list watch patch update"),
-    rule("rollouts.mlops.io", "modelrollouts/status", "get patch update"),
-    rule("", "events", "create patch"),
-    rule("apps", "deployments", "get list watch patch"),
+    rule("rollouts.mlops.io", "modelrollouts", "get list watch patch"),
+    rule("rollouts.mlops.io", "modelrollouts/status", "patch"),
+    rule("", "events", "create"),
+    rule("apps", "deployments", "get patch"),
     rule("", "services configmaps", "get"),
     rule("gateway.networking.k8s.io", "httproutes", "get patch"),
     rule("networking.istio.io", "virtualservices", "get patch"),
@@ -301,7 +301,7 @@ def test_peering_runs_a_statefulset_with_one_priority_per_pod(helm: str) -> None
     role = only(docs, "ClusterRole")
     assert role["rules"][-2:] == [
         rule("kopf.dev", "clusterkopfpeerings", "list watch"),
-        rule("kopf.dev", "clusterkopfpeerings", "get patch", names="modelrollout-operator"),
+        rule("kopf.dev", "clusterkopfpeerings", "patch", names="modelrollout-operator"),
     ]
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from testbed.audit import record_rbac
 from testbed.paths import ROOT, MissingPrerequisite, require_tool
 
 CHART = ROOT / "charts" / "modelrollout-operator"
@@ -62,4 +63,6 @@ def service_account_rbac(
     if (values.get("highAvailability") or {}).get("mode") == "peering":
         shown += ["--show-only", "templates/peering.yaml"]
     manifests = render(helm, values, *shown, release=release, namespace=namespace)
-    return manifests, release, f"{release}-modelrollout-operator"
+    account = f"{release}-modelrollout-operator"
+    record_rbac(release, namespace, account, values, manifests)  # if $TESTBED_AUDIT_DIR
+    return manifests, release, account
