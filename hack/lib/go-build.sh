@@ -7,7 +7,8 @@
 # names each package as it is done, so the count gives the share done and the rate
 # the time left. A warm Go build cache reports most packages at once: the estimate
 # is for the cold build, which is when it matters. On a terminal one line is
-# rewritten; elsewhere (CI logs) a line is printed every 30 seconds.
+# rewritten; elsewhere (CI logs), or with GO_BUILD_PROGRESS=lines (for builds side by
+# side), a line is printed every 30 seconds.
 
 go_build() {
   local label="$1"
@@ -25,12 +26,27 @@ go_build() {
 
   printf '[%s] resolving packages (downloads the modules the first time)\n' "$label" >&2
   local total
-  total="$(go list -deps ${tags:+-tags "$tags"} "$@" | wc -l)"
+  total="$(go list -deps ${tags:+-tags "$tags"} "$@" 2> >(_go_fold_downloads "$label") | wc -l)"
+  wait "$!" 2>/dev/null || true
 
   local status=0
   go build -v "${flags[@]}" "$@" 2> >(_go_build_progress "$label" "$total") || status=$?
   wait "$!" 2>/dev/null || true  # the progress filter: let it print its last line
   return "$status"
+}
+
+# Reads `go list` stderr: one line for all the "go: downloading" lines, others as they are.
+_go_fold_downloads() {
+  local label="$1" line count=0
+  while IFS= read -r line; do
+    if [[ "$line" == "go: downloading "* ]]; then
+      count=$((count + 1))
+    else
+      printf '%s\n' "$line" >&2
+    fi
+  done
+  ((count)) && printf '[%s] downloaded %d modules\n' "$label" "$count" >&2
+  return 0
 }
 
 # Reads `go build -v` stderr: counts package lines, passes every other line through.
