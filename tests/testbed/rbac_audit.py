@@ -12,6 +12,9 @@ It also checks that the cluster-wide render (no watchNamespaces: a ClusterRole, 
 manifests/base) grants what the namespaced render grants and no more, so the proof
 covers it too, though the tests run the operator in watched namespaces only.
 
+After changing the chart, `python -m testbed.rbac_audit --chart-now` (PYTHONPATH=tests)
+judges the chart as it is now against the last audit, without running the suites.
+
 It trusts only complete runs: each suite's `session.json` must say that the whole
 suite ran and passed with nothing skipped or deselected. Otherwise it says what is
 missing and fails, without a verdict on the grants.
@@ -181,13 +184,26 @@ def incomplete(root: Path) -> list[str]:
     return problems
 
 
-def load(root: Path) -> tuple[dict[str, set[Grant]], list[Request]]:
+def load(root: Path, helm: str | None = None) -> tuple[dict[str, set[Grant]], list[Request]]:
+    """Each account's grants and every request. With `helm`, the grants come from the
+    chart as it is now, rendered with each install's recorded values, instead of from
+    what the suites installed: a changed chart is checked against the last audit."""
+    from testbed.helm import render
+
     accounts: dict[str, set[Grant]] = {}
     seen: list[Request] = []
     for suite in SUITES:
         for record in sorted((root / suite / "rbac").glob("*.json")):
             installed = json.loads(record.read_text())
-            accounts.setdefault(installed["user"], set()).update(grants(installed["manifests"]))
+            manifests = installed["manifests"]
+            if helm is not None:
+                namespace = installed["user"].split(":")[2]
+                shown = ("--show-only", "templates/rbac.yaml")
+                manifests = render(
+                    helm, installed["values"], *shown,
+                    release=installed["release"], namespace=namespace,
+                )  # fmt: skip
+            accounts.setdefault(installed["user"], set()).update(grants(manifests))
         for log in sorted((root / suite).glob("apiserver-*.log")):
             with log.open() as lines:
                 seen.extend(requests(lines))
@@ -246,6 +262,12 @@ def report(verdict: Verdict, accounts: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", type=Path, default=AUDIT_ROOT, help="audit folder")
+    parser.add_argument(
+        "--chart-now",
+        action="store_true",
+        help="judge the chart as it is now (each install re-rendered with its values)"
+        " instead of what the suites installed",
+    )
     args = parser.parse_args(argv)
     problems = incomplete(args.root)
     if problems:
@@ -256,10 +278,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from testbed.helm import helm_binary
 
-    accounts, seen = load(args.root)
+    helm = helm_binary()
+    accounts, seen = load(args.root, helm if args.chart_now else None)
     verdict = compare(accounts, seen)
     print(report(verdict, len(accounts)))
-    problems = modes_agree(helm_binary())
+    problems = modes_agree(helm)
     for problem in problems:
         print(problem)
     if verdict.ok and not problems:
