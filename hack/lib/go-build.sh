@@ -27,11 +27,10 @@ go_build() {
   printf '[%s] resolving packages (downloads the modules the first time)\n' "$label" >&2
   local total
   total="$(go list -deps ${tags:+-tags "$tags"} "$@" 2> >(_go_fold_downloads "$label") | wc -l)"
-  wait "$!" 2>/dev/null || true
 
   local status=0
   go build -v "${flags[@]}" "$@" 2> >(_go_build_progress "$label" "$total") || status=$?
-  wait "$!" 2>/dev/null || true  # the progress filter: let it print its last line
+  wait "${!:-}" 2>/dev/null || true  # the progress filter: let it print its last line
   return "$status"
 }
 
