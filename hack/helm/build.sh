@@ -62,7 +62,7 @@ mkdir -p "$root/.cache/helm"
 tmp="$(mktemp -d "$out.tmp.XXXXXX")"
 trap 'rm -rf "$tmp"' EXIT
 
-log "building helm $helm_version (Kubernetes 1.$k8s_minor libraries) into $out (cold: about 5 min on 2 cores)"
+log "building helm $helm_version (Kubernetes 1.$k8s_minor libraries) into $out (minutes on a cold Go cache)"
 start=$SECONDS
 # -mod=readonly: a build must never rewrite go.mod (that would change the key).
 # CGO_ENABLED=0: a static binary, as helm's releases are; no C toolchain needed.

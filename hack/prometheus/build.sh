@@ -82,7 +82,7 @@ trap 'rm -rf "$tmp"' EXIT
 import_paths=()
 for p in "${packages[@]}"; do import_paths+=("${p%%:*}"); done
 
-log "building ${names[*]} $release ($version) into $out (cold: about 10 min on 2 cores)"
+log "building ${names[*]} $release ($version) into $out (minutes on a cold Go cache)"
 start=$SECONDS
 # -mod=readonly: a build must never rewrite go.mod (that would change the key).
 # CGO_ENABLED=0: static binaries, as Prometheus' releases are; no C toolchain needed.

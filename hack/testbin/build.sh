@@ -73,7 +73,7 @@ trap 'rm -rf "$tmp"' EXIT
 import_paths=()
 for p in "${packages[@]}"; do import_paths+=("${p%%:*}"); done
 
-log "building ${names[*]} ($k8s_version) into $out (cold: about 15 min on 2 cores)"
+log "building ${names[*]} ($k8s_version) into $out (minutes on a cold Go cache)"
 start=$SECONDS
 # -mod=readonly: a build must never rewrite go.mod (that would change the key).
 (
