@@ -20,7 +20,8 @@ RUN_KUBECONFIG = $(or $(KUBECONFIG),$(wildcard $(KUBECONFIG_FILE)))
 
 .PHONY: help prereqs venv lint format typecheck unit integration e2e test generate \
         verify-generated lock lock-check rbac-audit binaries testbin helm helm-quiet \
-        prometheus prometheus-quiet demo e2e-kind bench cluster-up cluster-down run clean
+        prometheus prometheus-quiet demo e2e-kind bench cluster-up cluster-down run clean \
+        peers bench-peers bench-scale bench-smoke
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -75,13 +76,37 @@ rbac-audit: venv helm-quiet ## the operator's requests in the last full integrat
 e2e-kind: venv ## the scenarios on a kind cluster with real pods (needs Docker and kind; not in CI)
 	@e2e/kind/run.sh
 
-bench: venv ## speed and memory as ratios against baselines run side by side (BENCH_ROWS, BENCH_FEATURES)
+bench: $(VENV)/.bench-installed ## speed and memory as ratios against floors and peers run side by side (BENCH_ROWS, BENCH_FEATURES)
 	@$(PY) hack/bench.py
 
-test: lint typecheck verify-generated lock-check unit integration e2e ## everything CI runs
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	touch $@
+
+test: lint typecheck verify-generated lock-check unit integration e2e bench-smoke ## everything CI runs
 	@$(MAKE) --no-print-directory rbac-audit
 
-binaries: testbin helm-quiet prometheus-quiet ## build (or reuse) every Go binary the tests use
+binaries: testbin helm-quiet prometheus-quiet peers ## build (or reuse) every Go binary the tests use
+
+# -- beside Flagger and Argo Rollouts, and at scale (tests/bench/, docs/benchmarks.md) --
+peers: ## build (or reuse) Flagger and Argo Rollouts from Go modules (hack/peers/)
+	@hack/peers/build.sh flagger >/dev/null
+	@hack/peers/build.sh argo-rollouts >/dev/null
+
+bench-peers: venv testbin helm-quiet prometheus-quiet peers ## breach to rollback: ours, Flagger, Argo Rollouts (TRIALS=5)
+	@PYTHONPATH=tests $(PY) -m bench.peers --trials $(or $(TRIALS),5)
+
+bench-scale: venv testbin helm-quiet prometheus-quiet peers ## 200, 1,000, 2,000 rollouts on one replica; 200 Flagger (WINDOW=600)
+	@$(VENV)/bin/python -m pip install -q py-spy
+	@PYTHONPATH=tests $(PY) -m bench.scale --rollouts 200,1000,2000 --flagger 200 \
+		--window $(or $(WINDOW),600) --profile .cache/bench/profile
+
+# That every bench still runs, not what it measures: the pure benches at tiny sizes
+# without Evidently, then one trial per peer and 50 rollouts at scale.
+bench-smoke: venv testbin helm-quiet prometheus-quiet peers
+	@BENCH_ROWS=2000 BENCH_FEATURES=5 BENCH_REPEAT=1 BENCH_EVIDENTLY_ROWS=0 $(PY) hack/bench.py >/dev/null
+	@echo "bench smoke: the pure benches ran"
+	$(PY) -m pytest $(PYTEST_FLAGS) tests/bench
 
 testbin: ## build (or reuse) etcd, kube-apiserver and kubectl from Go modules
 	@hack/testbin/build.sh >/dev/null
@@ -106,7 +131,6 @@ demo: prereqs ## the whole loop on a local cluster: two rollouts of a model, sho
 
 cluster-up: venv testbin ## start a local control plane in the background (idempotent), with a demo rollout
 	@PYTHONPATH=tests $(PY) -m testbed up >/dev/null
-	@$$(hack/testbin/build.sh 2>/dev/null)/kubectl --kubeconfig $(KUBECONFIG_FILE) apply --server-side -f manifests/demo/ >/dev/null
 	@echo "demo rollout applied: kubectl --kubeconfig $(KUBECONFIG_FILE) get mro -n demo"
 	@echo $(abspath $(KUBECONFIG_FILE))
 

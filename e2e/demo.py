@@ -79,7 +79,8 @@ def main() -> int:
         procs.spawn(
             "operator",
             [sys.executable, "-m", "modelrollout", "--log-format", "plain",
-             "--metrics-port", "0", "-n", NAMESPACE],
+             "--metrics-port", "0", "-n", NAMESPACE,
+             "--allowed-addresses", "127.0.0.0/8"],  # Prometheus runs on loopback here
             env={"KUBECONFIG": str(cp.kubeconfig), "PYTHONPATH": str(ROOT / "operator")},
         )  # fmt: skip
 

@@ -12,8 +12,8 @@ categorical one, and exports the metrics the operator's gates read:
 - `model_info{version}` (always 1).
 
 Endpoints: `POST /predict`, `GET /metrics`, `GET /healthz`, `GET|POST /admin/faults`.
-Faults (error rate, added latency, feature shift) come from flags, MODEL_* environment
-variables or, at runtime, `POST /admin/faults`. See README.md next to this file.
+Faults (error rate, added latency, feature shift, disagreement) come from flags, MODEL_*
+environment variables or, at runtime, `POST /admin/faults`. See README.md next to this file.
 
 Needs only numpy, prometheus_client and PyYAML. When the operator package `modelrollout`
 is importable its reference parser is used; otherwise an equivalent standalone reader.
@@ -357,31 +357,38 @@ class PayloadTooLarge(ValueError):
     """A 413."""
 
 
+FAULT_KEYS = ("errorRate", "addedLatency", "featureShift", "disagree")
+
+
 @dataclass
 class Faults:
     error_rate: float = 0.0
     added_latency: float = 0.0
     feature_shift: dict[str, float] = field(default_factory=dict)
+    disagree: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return {
             "errorRate": self.error_rate,
             "addedLatency": self.added_latency,
             "featureShift": dict(self.feature_shift),
+            "disagree": self.disagree,
         }
 
     def updated(self, change: Any, numeric: Sequence[str]) -> Faults:
         """A copy with the keys of `change` (the JSON of POST /admin/faults) applied."""
         if not isinstance(change, dict):
-            raise BadRequest("expected a JSON object with errorRate, addedLatency, featureShift")
-        unknown = set(change) - {"errorRate", "addedLatency", "featureShift"}
+            raise BadRequest(f"expected a JSON object with {', '.join(FAULT_KEYS)}")
+        unknown = set(change) - set(FAULT_KEYS)
         if unknown:
             raise BadRequest(f"unknown keys {sorted(unknown)}")
-        new = Faults(self.error_rate, self.added_latency, dict(self.feature_shift))
+        new = Faults(self.error_rate, self.added_latency, dict(self.feature_shift), self.disagree)
         if "errorRate" in change:
             new.error_rate = _bounded(change["errorRate"], "errorRate", 0.0, 1.0)
         if "addedLatency" in change:
             new.added_latency = _bounded(change["addedLatency"], "addedLatency", 0, MAX_LATENCY)
+        if "disagree" in change:
+            new.disagree = _bounded(change["disagree"], "disagree", 0.0, 1.0)
         if "featureShift" in change:
             shift = change["featureShift"]
             if not isinstance(shift, dict):
@@ -451,6 +458,8 @@ class Model:
         self.metrics = Metrics(version, buckets)
         self.faults = faults
         self._rng = random.Random(seed)
+        # Dice of their own, so turning disagreement on leaves the error sequence as it was.
+        self._disagree_rng = random.Random(None if seed is None else f"disagree/{seed}")
         self._lock = threading.Lock()
 
     @property
@@ -469,6 +478,7 @@ class Model:
         with self._lock:
             faults = self.faults
             fail = self._rng.random() < faults.error_rate
+            disagree = bool(faults.disagree) and self._disagree_rng.random() < faults.disagree
         if faults.added_latency:
             time.sleep(faults.added_latency)
         if fail:
@@ -485,6 +495,8 @@ class Model:
                 self.metrics.categories.labels(name, category if category in known else OTHER).inc()
         numeric = np.array([[row.numeric[n] for n in NAMES] for row in rows], dtype=np.float64)
         scores = score(self.weights, numeric, [row.categorical.get(CATEGORICAL) for row in rows])
+        if disagree:  # every score of this answer 0.5 away, around the unit interval
+            scores = (scores + 0.5) % 1.0
         for s in scores:
             self.metrics.score.observe(float(s))
         if single:
@@ -530,6 +542,10 @@ class Model:
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes: with Nagle's algorithm the body would wait
+    # for the client's delayed ACK of the headers (40 ms on Linux) with clients that
+    # send their request in two segments, as aiohttp's does. Serving stacks set this too.
+    disable_nagle_algorithm = True
     server_version = "modelserver/1"
     sys_version = ""
     model: Model  # set on a subclass by serve()
@@ -629,7 +645,7 @@ def arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=Path,
         help="drift reference (bare YAML or ConfigMap manifest) giving the bucket edges",
     )
-    parser.add_argument("--seed", type=int, help="seed of the error-rate dice")
+    parser.add_argument("--seed", type=int, help="seed of the error-rate and disagree dice")
     parser.add_argument(
         "--error-rate",
         help="fraction of predictions answered 500 (default: $MODEL_ERROR_RATE, else 0)",
@@ -642,6 +658,11 @@ def arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--feature-shift",
         help="e.g. amount=1.5,age=-1 or JSON: added to inputs, in stds for the model's "
         "features, absolute for other reference features (default: $MODEL_FEATURE_SHIFT)",
+    )
+    parser.add_argument(
+        "--disagree",
+        help="fraction of predictions whose scores move by 0.5 around [0, 1), so that a "
+        "shadow comparison sees them differ (default: $MODEL_DISAGREE, else 0)",
     )
     parser.add_argument("--access-log", action="store_true", help="log every request")
     args = parser.parse_args(argv)
@@ -656,6 +677,7 @@ def arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "errorRate": ("--error-rate", "MODEL_ERROR_RATE", args.error_rate, float),
         "addedLatency": ("--added-latency", "MODEL_ADDED_LATENCY", args.added_latency, float),
         "featureShift": ("--feature-shift", "MODEL_FEATURE_SHIFT", args.feature_shift, parse_shift),
+        "disagree": ("--disagree", "MODEL_DISAGREE", args.disagree, float),
     }
     change: dict[str, Any] = {}
     for key, (flag, variable, given, convert) in settings.items():

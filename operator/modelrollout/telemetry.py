@@ -23,6 +23,11 @@ ROLLOUT = ["namespace", "name"]
 PHASES: tuple[str, ...] = get_args(Phase)
 
 INFO = Gauge("modelrollout_info", "The operator's version", ["version"], registry=REGISTRY)
+LEADER = Gauge(
+    "modelrollout_leader",
+    "1 while this replica holds the leader-election Lease (with --leader-election)",
+    registry=REGISTRY,
+)
 PHASE = Gauge(
     "modelrollout_phase",
     "1 for the rollout's current phase",
@@ -55,6 +60,13 @@ RECONCILE = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
     registry=REGISTRY,
 )
+TICK_LAG = Histogram(
+    "modelrollout_tick_lag_seconds",
+    "How late a rollout's pass started after it was due (passes woken early by a change "
+    "are not counted): the operator keeping up with its rollouts",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+    registry=REGISTRY,
+)
 RECONCILE_ERRORS = Counter(
     "modelrollout_reconcile_errors", "Reconcile passes that raised", registry=REGISTRY
 )
@@ -72,6 +84,22 @@ QUERY_ERRORS = Counter(
 )
 for _kind in ("failed", "rejected"):
     QUERY_ERRORS.labels(_kind)
+
+# Notifications (modelrollout.notify): per receiver name, which the operator's admin
+# or a rollout declares, so the labels stay bounded.
+NOTIFICATIONS = Counter(
+    "modelrollout_notifications",
+    "Notifications by receiver and result: delivered, failed (after its retries) or "
+    "dropped (a full queue, or the operator stopping)",
+    ["receiver", "result"],
+    registry=REGISTRY,
+)
+NOTIFICATION_QUEUE = Gauge(
+    "modelrollout_notification_queue_length",
+    "Notifications waiting for a receiver, the one in flight not included",
+    ["receiver"],
+    registry=REGISTRY,
+)
 
 
 def serve(port: int) -> None:

@@ -204,6 +204,35 @@ def test_a_mirror_stage_copies_traffic_to_the_candidate_at_weight_zero(
     assert done["status"]["weight"] == 100
 
 
+def test_a_dry_run_judges_the_candidate_on_mirrored_traffic_and_serves_it_nothing(
+    api: Api, operator: Operator, stack: Stack
+) -> None:
+    stages = [
+        {"weight": 25, "duration": "15s", "minSamples": 30},
+        {"weight": 100, "duration": "10s", "minSamples": 30},
+    ]
+    recorder = begin(api, stack, {"stages": stages}, dryRun=True)
+    api.wait_rollout(ROUTE, lambda o: stage(o) == 1, "stage 1", 90)
+    time.sleep(10)
+    now = time.time()
+    # a copy of 25% of the stable's requests: 25 of every 125 requests served reach it
+    assert abs(100 * stack.share(CANDIDATE, now - 6, now) - 20) <= SHARE_TOLERANCE
+    done = api.wait_phase(ROUTE, "Succeeded", "RolledBack", "Failed", timeout=120)
+    assert phase(done) == "Succeeded", story(done)
+    judged = {m["name"]: (m["verdict"], m.get("value")) for m in done["status"]["analysis"]}
+    assert judged["error-rate"] == ("pass", 0.0)  # a value read from mirrored traffic
+    assert judged["latency-p99"][1] is not None
+    assert done["status"]["drift"]["verdict"] == "stable"
+    assert stack.driver is not None
+    counts = stack.driver.counts()
+    assert counts.sent.get(CANDIDATE, 0) == 0  # no client ever got a candidate answer
+    assert counts.mirrored.get(CANDIDATE, 0) > 0
+    recorder.stop()
+    written = recorder.distinct()
+    assert {(s, c) for s, c, _ in written} == {(100, 0)}
+    assert [m for _, _, m in written] == [False, True, False]  # mirrored, then stopped
+
+
 def test_the_operator_killed_mid_stage_resumes_where_it_was(
     api: Api, operator: Operator, stack: Stack
 ) -> None:

@@ -19,7 +19,7 @@ import yaml
 
 from testbed import ControlPlane, procs
 from testbed.helm import helm_binary, service_account_rbac
-from testbed.paths import MissingPrerequisite, in_ci
+from testbed.paths import ROOT, MissingPrerequisite, in_ci
 
 GROUP, VERSION, PLURAL = "rollouts.mlops.io", "v1alpha1", "modelrollouts"
 ACTION = "rollouts.mlops.io/action"
@@ -109,6 +109,10 @@ def api(control_plane: ControlPlane, k8s: kubernetes.client.ApiClient, namespace
     return Api(control_plane, k8s, namespace)
 
 
+# The test bed's servers listen on loopback; the operator's default admits Services only.
+LOOPBACK_ALLOWED = {"MODELROLLOUT_ALLOWED_ADDRESSES": "127.0.0.0/8"}
+
+
 @dataclass
 class Operator:
     """`python -m modelrollout` as a real process, which tests may kill and restart."""
@@ -120,6 +124,7 @@ class Operator:
     args: list[str] = field(default_factory=list)
     runs: list[procs.Proc] = field(default_factory=list)
     metrics_port: int = field(default_factory=procs.free_port)
+    env: dict[str, str] = field(default_factory=lambda: dict(LOOPBACK_ALLOWED))
 
     @property
     def proc(self) -> procs.Proc:
@@ -141,7 +146,7 @@ class Operator:
                     *watch,
                     *self.args,
                 ],
-                env={"KUBECONFIG": str(self.kubeconfig)},
+                env={"KUBECONFIG": str(self.kubeconfig), **self.env},
             )
         )
         return self.proc
@@ -342,3 +347,50 @@ def story(obj: Obj) -> str:
 
 def stage(obj: Obj) -> int:
     return int((obj.get("status") or {}).get("stage", 0))
+
+
+SECRET_PATH = "/hook/s3cret-token"  # a receiver's URL path is often its token
+
+
+@dataclass
+class Listener:
+    """A receiver process and what it recorded."""
+
+    url: str
+    record: Path
+    proc: procs.Proc
+
+    def entries(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.record.read_text().splitlines()]
+
+    def requests(self) -> list[dict[str, Any]]:
+        return [e for e in self.entries() if e["kind"] == "request"]
+
+    def answered(self) -> list[tuple[str, int]]:
+        """(notification id, status answered) per request, in arrival order."""
+        return [(_id_of(json.loads(r["body"])), r["status"]) for r in self.requests()]
+
+
+def _id_of(body: dict[str, Any]) -> str:
+    return str(body.get("id") or body["text"])
+
+
+@pytest.fixture
+def receiver(spawn: Callable[..., procs.Proc], tmp_path: Path) -> Callable[..., Listener]:
+    """`receiver(*flags)` starts `python -m testbed.receiver` on a free port."""
+
+    def start(*flags: str) -> Listener:
+        port = procs.free_port()
+        record = tmp_path / f"receiver-{port}.jsonl"
+        argv = [sys.executable, "-m", "testbed.receiver", "--port", str(port)]
+        proc = spawn(
+            "receiver",
+            [*argv, "--record", str(record), *flags],
+            env={"PYTHONPATH": str(ROOT / "tests")},
+        )
+        procs.wait_until(
+            lambda: "listening on" in proc.log.read_text(), 30, "the receiver to listen", proc
+        )
+        return Listener(f"http://127.0.0.1:{port}{SECRET_PATH}", record, proc)
+
+    return start

@@ -7,17 +7,16 @@ import asyncio
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from modelrollout.api.spec import ModelRolloutSpec
-from modelrollout.controller.analysis import MetricsSources
-from modelrollout.core.slo import Value
+from modelrollout.controller.adapters import Adapters
+from modelrollout.core.types import Value
 from modelrollout.kube.client import Kube
-from modelrollout.metrics.prometheus import PrometheusSource
+from modelrollout.ports import MetricsSource
 from testbed import Prometheus, free_port, procs
 from testbed.prometheus import values
 
@@ -430,18 +429,18 @@ def test_a_rotated_token_replaces_its_connection_instead_of_adding_one(
         }
     )
 
-    async def sources_over_a_rotation() -> tuple[list[PrometheusSource], int, Any]:
-        sources = MetricsSources(Kube(api.control_plane.api_client()), ThreadPoolExecutor(1))
+    async def sources_over_a_rotation() -> tuple[list[MetricsSource], int, Any]:
+        adapters = Adapters.for_kube(Kube(api.control_plane.api_client()), 1)
+        sources, connection = adapters.connections, spec.analysis.prometheus
         try:
             token("first")
-            seen = [await sources.source(spec, api.namespace) for _ in range(2)]
+            seen = [await sources.source(connection, api.namespace) for _ in range(2)]
             token("second")
-            seen += [await sources.source(spec, api.namespace) for _ in range(2)]
+            seen += [await sources.source(connection, api.namespace) for _ in range(2)]
             reading = await seen[-1].instant("vector(1)")
             return seen, sources.connections, reading
         finally:
-            sources.close()
-            sources.kube.close()
+            await adapters.close()
 
     (first, again, rotated, kept), connections, reading = asyncio.run(sources_over_a_rotation())
     assert first is again  # unchanged credentials reuse the connection
@@ -449,3 +448,27 @@ def test_a_rotated_token_replaces_its_connection_instead_of_adding_one(
     assert kept is rotated
     assert connections == 1  # replaced, not added: rotations do not pile up
     assert reading == Value(1.0)  # and it reads
+
+
+def test_a_stage_short_of_samples_reports_count_rate_and_eta(
+    api: Api, operator: Operator, prometheus: Prometheus, models: Exporters
+) -> None:
+    samples = f"sum(increase(model_requests_total{{{SELECT}}}[{{{{window}}}}]))"
+    spec = analysis(prometheus, error_rate(), samplesQuery=samples)
+    stages = [{"weight": 10, "duration": "1s", "minSamples": 1_000_000}]
+    stages.append({"weight": 100, "duration": "1s"})
+    setup(api, "gatewayAPI", {"stages": stages}, analysis=spec)
+
+    def counted(obj: Obj) -> bool:
+        seen = (obj.get("status") or {}).get("samples") or {}
+        return seen.get("count", 0) > 0 and seen.get("etaSeconds") is not None
+
+    held = api.wait_rollout("model", counted, "a sample count with an ETA", 60)
+    seen = held["status"]["samples"]
+    assert seen["required"] == 1_000_000
+    assert 0 < seen["count"] < 1_000_000
+    assert seen["ratePerSecond"] > 0
+    expected = (1_000_000 - seen["count"]) / seen["ratePerSecond"]
+    assert seen["etaSeconds"] == pytest.approx(expected, rel=1e-9)
+    assert (phase(held), stage(held)) == ("Progressing", 1)
+    assert f"samples {seen['count']:g} of 1000000" in held["status"]["message"]

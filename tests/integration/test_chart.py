@@ -25,6 +25,8 @@ import pytest
 import yaml
 
 from modelrollout.__main__ import parse_args
+from modelrollout.core.targets import routing_kinds
+from modelrollout.shadow.settings import parse_settings
 from testbed import ControlPlane, procs
 from testbed.binaries import _module_dir
 from testbed.helm import CHART, render, service_account_rbac, template
@@ -57,8 +59,8 @@ OPERATOR_RULES = [
     rule("", "events", "create"),
     rule("apps", "deployments", "get patch"),
     rule("", "services configmaps", "get"),
-    rule("gateway.networking.k8s.io", "httproutes", "get patch"),
-    rule("networking.istio.io", "virtualservices", "get patch"),
+    *(rule(k.group, k.plural, "get list watch create patch") for k in routing_kinds(created=True)),
+    *(rule(k.group, k.plural, "get list watch patch") for k in routing_kinds(created=False)),
 ]
 CRD_READS = rule("apiextensions.k8s.io", "customresourcedefinitions", "list watch")
 
@@ -143,6 +145,16 @@ LINTED_VALUES = {
         "prometheusRule": {"enabled": True},
         "dashboard": {"enabled": True, "namespace": "monitoring"},
     },
+    "shadow comparator": {
+        "shadowComparator": {
+            "enabled": True,
+            "rollout": "ranker",
+            "stable": "http://ranker-v7.ml.svc:8080",
+            "candidate": "http://ranker-v8.ml.svc:8080",
+            "compare": ["$.score~0.001", "$.label"],
+        },
+        "serviceMonitor": {"enabled": True},
+    },
 }
 
 
@@ -174,6 +186,21 @@ BAD_VALUES = {
     "flag as a string": ({"prometheusRule": {"enabled": "yes"}}, "/prometheusRule/enabled"),
     "a typo": ({"replica": 2}, "replica"),
     "a nested typo": ({"serviceMonitor": {"enable": True}}, "enable"),
+    "shadow share over 1": ({"shadowComparator": {"share": 1.5}}, "/shadowComparator/share"),
+    "shadow URL without scheme": (
+        {"shadowComparator": {"stable": "ranker:8080"}},
+        "/shadowComparator/stable",
+    ),
+    "shadow URL with a query": (
+        {"shadowComparator": {"candidate": "http://c:8080/?x=1"}},
+        "/shadowComparator/candidate",
+    ),
+    "shadow timeout zero": (
+        {"shadowComparator": {"candidateTimeout": 0}},
+        "/shadowComparator/candidateTimeout",
+    ),
+    "shadow rule empty": ({"shadowComparator": {"compare": [""]}}, "/shadowComparator/compare/0"),
+    "shadow typo": ({"shadowComparator": {"enable": True}}, "enable"),
 }
 
 
@@ -375,6 +402,103 @@ def test_monitoring_objects_carry_the_shared_files(helm: str) -> None:
     assert not [d for d in documents(render(helm)) if d["kind"] in ("PrometheusRule", "ConfigMap")]
 
 
+# -- the shadow comparator --------------------------------------------------------------
+
+SHADOW: Obj = {
+    "enabled": True,
+    "rollout": "ranker",
+    "rolloutNamespace": "ml",
+    "stable": "http://ranker-v7.ml.svc:8080",
+    "candidate": "http://ranker-v8.ml.svc:8080/v2",
+    "share": 0.25,
+    "compare": ["$.score~0.001", "$['label']"],
+    "candidateTimeout": 1.5,
+    "maxInFlight": 16,
+}
+
+
+def test_the_shadow_comparator_is_off_by_default_and_needs_its_targets(helm: str) -> None:
+    assert not [d for d in documents(render(helm)) if "shadow" in d["metadata"]["name"]]
+    for missing in ("rollout", "stable", "candidate"):
+        values = {k: v for k, v in SHADOW.items() if k != missing}
+        result = template(helm, {"shadowComparator": values})
+        assert result.returncode != 0
+        assert f"shadowComparator.{missing} is required" in result.stderr
+
+
+def test_the_shadow_comparator_accepts_the_rendered_arguments(helm: str) -> None:
+    docs = documents(render(helm, {"shadowComparator": SHADOW}))
+    deployment = only(docs, "Deployment", "mro-modelrollout-operator-shadow")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    app_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+    assert container["image"] == f"ghcr.io/mlops/modelrollout-operator:{app_version}"
+    assert container["command"] == ["modelrollout-shadow"]
+    settings = parse_settings(container["args"], {})
+    assert (str(settings.listen), str(settings.metrics_listen)) == ("0.0.0.0:8080", "0.0.0.0:8081")
+    assert (str(settings.stable), str(settings.candidate)) == (
+        SHADOW["stable"],
+        SHADOW["candidate"],
+    )
+    assert (settings.rollout, settings.namespace, settings.share) == ("ranker", "ml", 0.25)
+    assert [r.text for r in settings.rules] == SHADOW["compare"]
+    assert (settings.candidate_timeout, settings.max_in_flight) == (1.5, 16)
+    assert settings.follow_rollout
+    # The operator's hardening, its own account, probes off the proxy's port.
+    operator_pod = only(docs, "Deployment", "mro-modelrollout-operator")["spec"]["template"]
+    assert pod["securityContext"] == operator_pod["spec"]["securityContext"]
+    assert container["securityContext"] == operator_pod["spec"]["containers"][0]["securityContext"]
+    assert pod["serviceAccountName"] == "mro-modelrollout-operator-shadow"
+    assert pod["automountServiceAccountToken"] is True
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "http-metrics"}
+    # Its Service selects its pods, and the operator's Service does not.
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    service = only(docs, "Service", "mro-modelrollout-operator-shadow")
+    assert service["spec"]["selector"].items() <= labels.items()
+    ports = {p["name"]: (p["port"], p["targetPort"]) for p in service["spec"]["ports"]}
+    assert ports == {"http": (80, "http"), "http-metrics": (8081, "http-metrics")}
+    operator_selector = only(docs, "Service", "mro-modelrollout-operator-metrics")["spec"][
+        "selector"
+    ]
+    assert not operator_selector.items() <= labels.items()
+    # Only `get` on the one rollout, in its namespace.
+    role = only(docs, "Role", "mro-modelrollout-operator-shadow")
+    assert role["metadata"]["namespace"] == "ml"
+    assert role["rules"] == [rule("rollouts.mlops.io", "modelrollouts", "get", names="ranker")]
+    binding = only(docs, "RoleBinding", "mro-modelrollout-operator-shadow")
+    assert binding["metadata"]["namespace"] == "ml"
+    assert binding["subjects"] == [
+        {
+            "kind": "ServiceAccount",
+            "name": "mro-modelrollout-operator-shadow",
+            "namespace": "default",
+        }
+    ]
+
+    unfollowed = {"shadowComparator": {**SHADOW, "followRollout": False}}
+    docs = documents(render(helm, unfollowed))
+    assert not [d for d in docs if d["kind"] in ("Role", "RoleBinding")]
+    pod = only(docs, "Deployment", "mro-modelrollout-operator-shadow")["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert not parse_settings(pod["containers"][0]["args"], {}).follow_rollout
+
+
+def test_the_shadow_comparator_has_its_own_service_monitor(helm: str) -> None:
+    values = {"shadowComparator": SHADOW, "serviceMonitor": {"enabled": True}}
+    docs = documents(render(helm, values))
+    monitor = only(docs, "ServiceMonitor", "mro-modelrollout-operator-shadow")
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] == "http-metrics"
+    service = only(docs, "Service", "mro-modelrollout-operator-shadow")
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
+    operator_monitor = only(docs, "ServiceMonitor", "mro-modelrollout-operator")
+    selector = operator_monitor["spec"]["selector"]["matchLabels"]
+    assert not selector.items() <= service["metadata"]["labels"].items()
+
+
 # -- the API server's verdict ----------------------------------------------------------
 
 
@@ -405,6 +529,35 @@ def test_the_watch_namespaces_render_passes_server_side_dry_run(
             f"{kind}.rbac.authorization.k8s.io/mro-modelrollout-operator created (server dry run)"
         )
         assert lines.count(made) == 2, out
+
+
+def test_the_shadow_comparator_render_passes_server_side_dry_run(
+    helm: str, control_plane: ControlPlane, namespace: str
+) -> None:
+    restricted(control_plane, namespace)
+    values = {"shadowComparator": {**SHADOW, "rolloutNamespace": namespace}}
+    out = dry_run(control_plane, render(helm, values, namespace=namespace))
+    for made in (
+        "serviceaccount/mro-modelrollout-operator-shadow",
+        "deployment.apps/mro-modelrollout-operator-shadow",
+        "service/mro-modelrollout-operator-shadow",
+        "role.rbac.authorization.k8s.io/mro-modelrollout-operator-shadow",
+        "rolebinding.rbac.authorization.k8s.io/mro-modelrollout-operator-shadow",
+    ):
+        assert f"{made} created (server dry run)" in out, out
+
+
+@pytest.mark.usefixtures("prometheus_operator_crds")
+def test_the_shadow_comparator_monitor_passes_server_side_dry_run(
+    helm: str, control_plane: ControlPlane, namespace: str
+) -> None:
+    values = {
+        "shadowComparator": {**SHADOW, "rolloutNamespace": namespace},
+        "serviceMonitor": {"enabled": True},
+    }
+    out = dry_run(control_plane, render(helm, values, namespace=namespace))
+    made = "servicemonitor.monitoring.coreos.com/mro-modelrollout-operator-shadow created"
+    assert made in out, out
 
 
 @pytest.mark.usefixtures("peering_crds")
@@ -535,8 +688,7 @@ ALLOWED = [
     ("patch", "deployments.apps"),
     ("get", "services"),
     ("get", "configmaps"),
-    ("patch", "httproutes.gateway.networking.k8s.io"),
-    ("patch", "virtualservices.networking.istio.io"),
+    *(("patch", kind.resource) for kind in routing_kinds()),
     ("get", "secrets/prom-token"),
 ]
 DENIED = [
@@ -550,8 +702,8 @@ DENIED = [
     ("list", "secrets"),
     ("get", "secrets/other-secret"),
     ("delete", "events"),
-    ("create", "httproutes.gateway.networking.k8s.io"),
-    ("update", "virtualservices.networking.istio.io"),
+    *(("create", kind.resource) for kind in routing_kinds(created=False)),
+    *(("update", kind.resource) for kind in routing_kinds()),
     ("create", "roles.rbac.authorization.k8s.io"),
 ]
 

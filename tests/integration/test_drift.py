@@ -365,3 +365,21 @@ def test_the_cli_and_the_operator_agree_on_the_same_values(
     for feature, value in expected.items():
         assert online[feature] == pytest.approx(value, abs=1e-9), feature
     assert expected["amount"] > 0.05  # the shift is visible, not two zeros agreeing
+
+
+def test_a_shift_against_the_stables_live_traffic_rolls_back_naming_it(
+    api: Api, operator: Operator, prometheus: Prometheus, serve: Callable[..., Exporters]
+) -> None:
+    servers = serve(normal_reference(*FEATURES), "model-v1", "model-v2")
+    servers.configure("model-v2", features={"amount": {"mean": 1.0}})
+    read = setup(api, "gatewayAPI", {"stages": STAGES}, **drift_spec(prometheus, {"stable": {}}))
+    rolled_back = api.wait_phase("model", "RolledBack", "Succeeded", timeout=90)
+    assert phase(rolled_back) == "RolledBack", story(rolled_back)
+    assert read() == (100, 0, False)
+    entry = rolled_back["status"]["history"][-2]
+    assert entry["reason"] == "DriftDetected"
+    assert "amount" in entry["message"]
+    by_name = {f["feature"]: f for f in drift_of(rolled_back)["features"]}
+    assert by_name["amount"]["verdict"] == "drift"
+    assert by_name["age"]["verdict"] in ("stable", "warn")
+    assert by_name["amount"]["referenceSamples"] > 0  # the stable's own count in the window

@@ -7,9 +7,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
@@ -17,7 +17,7 @@ import kubernetes
 import pytest
 from kopf._core.engines import posting
 
-from modelrollout.controller.analysis import MetricsSources
+from modelrollout.controller.adapters import Adapters
 from modelrollout.controller.reconcile import reconcile
 from modelrollout.kube.client import Kube
 
@@ -143,14 +143,12 @@ async def _one_pass(api: Api, body: Obj) -> list[Obj]:
     posting.settings_var.set(kopf.OperatorSettings())
     posting.event_queue_var.set(queue)
     posting.event_queue_loop_var.set(asyncio.get_running_loop())
-    kube = Kube(kubernetes.client.ApiClient(api.client.configuration))
-    sources = MetricsSources(kube, ThreadPoolExecutor(1))
+    adapters = Adapters.for_kube(Kube(kubernetes.client.ApiClient(api.client.configuration)), 1)
     try:
         logger = logging.getLogger("test-reconcile")
-        await reconcile(kube, sources, kopf.Body(body), {}, logger)
+        await reconcile(adapters, kopf.Body(body), {}, logger)
     finally:
-        sources.close()
-        kube.close()
+        await adapters.close()
     events = []
     while not queue.empty():
         event = queue.get_nowait()
@@ -397,3 +395,75 @@ def test_fifty_rollouts_in_ten_namespaces(
     finally:
         for ns in namespaces:
             core.delete_namespace(ns)
+
+
+def test_pause_and_resume_actions_hold_the_weight_past_the_stage(
+    api: Api, operator: Operator
+) -> None:
+    stages = [{"weight": 20, "duration": "10s"}, {"weight": 100, "duration": "1s"}]
+    read = setup(api, "gatewayAPI", {"stages": stages})
+    api.wait_rollout("model", lambda o: stage(o) == 1, "stage 1", 60)
+    api.annotate("model", "pause")  # within the stage's 10s
+    paused = api.wait_phase("model", "Paused", timeout=30)
+    assert (stage(paused), paused["status"]["manualPause"]) == (1, True), story(paused)
+    assert paused["status"]["history"][-1]["reason"] == "PausedByAction"
+    time.sleep(12)  # past the stage's 10s: a paused stage does not complete
+    held = api.rollout("model")
+    assert (phase(held), stage(held)) == ("Paused", 1), story(held)
+    assert read() == (80, 20, False)
+    api.annotate("model", "resume")
+    done = api.wait_phase("model", "Succeeded", timeout=30)
+    assert done["status"]["manualPause"] is False
+    assert read() == (0, 100, False)
+    api.wait_events("model", lambda e: e["reason"] == "PausedByAction", "PausedByAction")
+
+
+class DeploymentRecorder:
+    """Every stored version of the namespace's Deployments, in the API server's
+    order: (name, spec.replicas, status.readyReplicas)."""
+
+    def __init__(self, api: Api) -> None:
+        self.versions: list[tuple[str, int, int]] = []
+        self._watch = kubernetes.watch.Watch()
+        apps = kubernetes.client.AppsV1Api(api.client)
+        stream = self._watch.stream(apps.list_namespaced_deployment, api.namespace)
+
+        def run() -> None:
+            for event in stream:
+                obj = event["object"]
+                ready = obj.status.ready_replicas or 0
+                self.versions.append((obj.metadata.name, obj.spec.replicas, ready))
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._watch.stop()
+
+
+def test_a_replicas_rollback_grows_the_stable_back_before_the_candidate_shrinks(
+    api: Api, operator: Operator
+) -> None:
+    """At every write that shrinks a side, the other side's ready replicas already
+    cover the fleet of 10 with it: capacity never dips, on the way up or back."""
+    stages = [{"weight": 50, "duration": "10m"}, {"weight": 100, "duration": "1s"}]
+    recorder = DeploymentRecorder(api)
+    read = setup(api, "replicas", {"stages": stages})
+    api.wait_rollout("model", lambda o: stage(o) == 1, "stage 1", 90)
+    eventually(read, (5, 5), timeout=30)
+    api.annotate("model", "abort")
+    api.wait_phase("model", "RolledBack", timeout=90)
+    eventually(read, (10, 0), timeout=30)
+    time.sleep(1)
+    recorder.stop()
+    specs: dict[str, int] = {}
+    ready: dict[str, int] = {"model-v1": 0, "model-v2": 0}
+    shrinks = []
+    for name, replicas, now_ready in recorder.versions:
+        other = "model-v2" if name == "model-v1" else "model-v1"
+        if name in specs and replicas < specs[name]:
+            shrinks.append((name, replicas, ready[other]))
+            assert ready[other] + replicas >= 10, f"{name} to {replicas} with {other} at {ready}"
+        specs[name], ready[name] = replicas, now_ready
+    assert ("model-v1", 5, 5) in shrinks  # the stable shrank once the candidate was ready
+    assert ("model-v2", 0, 10) in shrinks  # and the candidate only once the stable was back

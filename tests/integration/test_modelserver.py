@@ -365,7 +365,7 @@ def test_error_rate_one_answers_500_and_counts_them(start: Start) -> None:
 
 def test_faults_change_at_runtime(start: Start) -> None:
     server = start()
-    quiet = {"errorRate": 0.0, "addedLatency": 0.0, "featureShift": {}}
+    quiet = {"errorRate": 0.0, "addedLatency": 0.0, "featureShift": {}, "disagree": 0.0}
     assert server.call("GET", "/admin/faults") == (200, quiet)
     assert server.predict(ROW)[0] == 200
 
@@ -391,6 +391,7 @@ def test_faults_change_at_runtime(start: Start) -> None:
         "unknown keys": {"errorRates": 0.1},
         "not among": {"featureShift": {"country": 1}},
         "featureShift must be an object": {"featureShift": 1},
+        "disagree must be a number in [0, 1]": {"disagree": 1.5},
         "not JSON": b"{",
     }
     for message, change in rejected.items():
@@ -398,6 +399,42 @@ def test_faults_change_at_runtime(start: Start) -> None:
         assert status == 400
         assert message in answer["error"]
     assert server.call("GET", "/admin/faults") == (200, {**quiet, "addedLatency": 0.3})
+
+
+def test_disagree_moves_the_scores_of_a_seeded_fraction_of_answers(start: Start) -> None:
+    plain = start()
+    rows = [{**ROW, "amount": float(a)} for a in range(0, 400, 2)]  # 200 requests
+    truth = [plain.score(r) for r in rows]
+
+    def answers(server: Server) -> list[float]:
+        return [server.score(r) for r in rows]
+
+    def moved(scores: list[float]) -> list[bool]:
+        for s, t in zip(scores, truth, strict=True):
+            assert s == t or s == pytest.approx((t + 0.5) % 1.0, abs=1e-12), (s, t)
+        return [s != t for s, t in zip(scores, truth, strict=True)]
+
+    seeded = start("--disagree", "0.15", "--seed", "11")
+    first = moved(answers(seeded))
+    # Binomial(200, 0.15): mean 30, sd 5; 4.5 sd either side fails by chance ~1e-5.
+    assert 8 <= sum(first) <= 52
+    again = start("--seed", "11", env={"MODEL_DISAGREE": "0.15"})
+    assert moved(answers(again)) == first  # the same seed, the same requests disagree
+    assert seeded.scrape().value("model_prediction_score_count") == len(rows)
+
+    # At runtime; a batch disagrees as a whole.
+    assert seeded.faults({"disagree": 1.0})["disagree"] == 1.0
+    status, answer = seeded.call("POST", "/predict", {"instances": rows[:3]})
+    assert status == 200
+    assert answer["scores"] == pytest.approx([(t + 0.5) % 1.0 for t in truth[:3]], abs=1e-12)
+    assert moved(answers(seeded)) == [True] * len(rows)
+
+    # The error dice are apart: turning disagree on leaves the error sequence as it was.
+    plain_errors = start("--error-rate", "0.5", "--seed", "7")
+    both = start("--error-rate", "0.5", "--disagree", "0.5", "--seed", "7")
+    codes = [plain_errors.predict(ROW)[0] for _ in range(60)]
+    assert [both.predict(ROW)[0] for _ in range(60)] == codes
+    assert set(codes) == {200, 500}
 
 
 def test_feature_shift_moves_observations_into_higher_buckets(start: Start) -> None:

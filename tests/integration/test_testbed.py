@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -441,3 +442,32 @@ def test_namespace_deletion_completes(
         assert routes["items"] == []
     finally:
         core.delete_namespace(name)
+
+
+def test_cluster_up_again_leaves_the_demo_route_to_the_operator(tmp_path: Path) -> None:
+    """`make cluster-up` seeds the demo only on a fresh cluster: run again after the
+    operator took the demo route's weights, it neither fails on the conflict nor puts
+    the seed's weights back."""
+    from testbed.__main__ import down, up
+
+    home, kubeconfig = tmp_path / "cluster", tmp_path / "kubeconfig"
+    try:
+        assert up(home, kubeconfig) is True
+        cp = ControlPlane.attach(json.loads((home / "state.json").read_text()))
+        route = json.loads(cp.kubectl("get", "httproute", "fraud", "-n", "demo", "-o", "json"))
+        rules = route["spec"]["rules"]
+        rules[0]["backendRefs"][0]["weight"], rules[0]["backendRefs"][1]["weight"] = 75, 25
+        taken = {
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "HTTPRoute",
+            "metadata": {"name": "fraud", "namespace": "demo"},
+            "spec": {"rules": rules},
+        }
+        cp.apply(
+            json.dumps(taken) + "\n", "--force-conflicts", "--field-manager=modelrollout-operator"
+        )
+        assert up(home, kubeconfig) is False
+        again = json.loads(cp.kubectl("get", "httproute", "fraud", "-n", "demo", "-o", "json"))
+        assert [b["weight"] for b in again["spec"]["rules"][0]["backendRefs"]] == [75, 25]
+    finally:
+        down(home, kubeconfig)

@@ -1,7 +1,10 @@
 """`python -m testbed up|down|status`: a detached control plane for `make cluster-up`.
 
 State (pids, ports, paths) lives in .cache/cluster/state.json; the kubeconfig is
-.cache/kubeconfig. `up` is idempotent and prints the kubeconfig path last.
+.cache/kubeconfig. `up` is idempotent and prints the kubeconfig path last. It applies
+the demo seed (manifests/demo/) only when it starts a fresh cluster: on a running one
+the operator may own the demo route's weights by now, and the seed must not take them
+back.
 """
 
 from __future__ import annotations
@@ -10,56 +13,61 @@ import argparse
 import json
 import shutil
 import sys
+from pathlib import Path
 
 from testbed import procs
 from testbed.controlplane import ControlPlane
 from testbed.paths import CACHE, CLUSTER_DIR, LOG_DIR, ROOT
 
-STATE = CLUSTER_DIR / "state.json"
 KUBECONFIG = CACHE / "kubeconfig"
+DEMO_SEED = ROOT / "manifests" / "demo"
 
 
-def _attached() -> ControlPlane | None:
-    if not STATE.exists():
+def _attached(home: Path) -> ControlPlane | None:
+    state = home / "state.json"
+    if not state.exists():
         return None
-    return ControlPlane.attach(json.loads(STATE.read_text()))
+    return ControlPlane.attach(json.loads(state.read_text()))
 
 
-def up() -> None:
-    cp = _attached()
+def up(home: Path = CLUSTER_DIR, kubeconfig: Path = KUBECONFIG, seed: Path = DEMO_SEED) -> bool:
+    """Start the cluster unless it runs; True when it was started (and seeded)."""
+    cp = _attached(home)
     if cp is not None and cp.ready():
         print(f"already running at {cp.server}", file=sys.stderr)
         print(cp.kubeconfig)
-        return
-    down()
-    CLUSTER_DIR.mkdir(parents=True)
-    cp = ControlPlane(workdir=CLUSTER_DIR, kubeconfig=KUBECONFIG, detached=True, log_id="cluster")
+        return False
+    down(home, kubeconfig)
+    home.mkdir(parents=True)
+    cp = ControlPlane(workdir=home, kubeconfig=kubeconfig, detached=True, log_id="cluster")
     try:
         cp.start()
-        STATE.write_text(json.dumps(cp.state(), indent=2))
+        (home / "state.json").write_text(json.dumps(cp.state(), indent=2))
         cp.install_gateway_and_istio_crds()
         crds = ROOT / "crds"
         if any(crds.glob("*.yaml")):
             cp.install_crds(crds)
+        cp.apply(seed)
     except BaseException:
         cp.stop()  # whatever start() spawned before failing, even if state.json lacks it
-        down()
+        down(home, kubeconfig)
         raise
     print(f"control plane at {cp.server}; logs in {LOG_DIR}", file=sys.stderr)
     print(cp.kubeconfig)
+    return True
 
 
-def down() -> None:
-    cp = _attached()
+def down(home: Path = CLUSTER_DIR, kubeconfig: Path = KUBECONFIG) -> None:
+    cp = _attached(home)
     if cp is not None:
         for proc in reversed(cp.procs):
             procs.stop_pid(proc.pid)
-    shutil.rmtree(CLUSTER_DIR, ignore_errors=True)
-    KUBECONFIG.unlink(missing_ok=True)
+    shutil.rmtree(home, ignore_errors=True)
+    kubeconfig.unlink(missing_ok=True)
 
 
 def status() -> int:
-    cp = _attached()
+    cp = _attached(CLUSTER_DIR)
     if cp is None:
         print("not running")
         return 1

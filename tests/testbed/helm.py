@@ -60,8 +60,11 @@ def service_account_rbac(
     peering mode: (manifests, release, ServiceAccount name)."""
     release = release or f"r{uuid.uuid4().hex[:6]}"
     shown = ["--show-only", "templates/serviceaccount.yaml", "--show-only", "templates/rbac.yaml"]
-    if (values.get("highAvailability") or {}).get("mode") == "peering":
+    mode = (values.get("highAvailability") or {}).get("mode")
+    if mode == "peering":
         shown += ["--show-only", "templates/peering.yaml"]
+    if mode == "leaderElection":
+        shown += ["--show-only", "templates/leader-election.yaml"]
     manifests = render(helm, values, *shown, release=release, namespace=namespace)
     account = f"{release}-modelrollout-operator"
     record_rbac(release, namespace, account, values, manifests)  # if $TESTBED_AUDIT_DIR

@@ -32,6 +32,8 @@ ALERT_TESTS = Path(__file__).parent / "promtool" / "alerts.test.yaml"
 # them; histograms by their series. Alerts and dashboard may use these and nothing else.
 EXPORTED = {
     "modelrollout_info": {"version"},
+    "modelrollout_leader": set(),
+    "modelrollout_tick_lag_seconds_bucket": {"le"},
     "modelrollout_phase": {"namespace", "name", "phase"},
     "modelrollout_stage": {"namespace", "name"},
     "modelrollout_weight": {"namespace", "name"},
@@ -43,6 +45,8 @@ EXPORTED = {
     "modelrollout_reconcile_errors_total": set(),
     "modelrollout_prometheus_query_duration_seconds_bucket": {"le"},
     "modelrollout_prometheus_query_errors_total": {"kind"},
+    "modelrollout_notifications_total": {"receiver", "result"},
+    "modelrollout_notification_queue_length": {"receiver"},
 }
 # Labels Prometheus adds to every scraped series.
 TARGET_LABELS = {"job", "instance", "pod"}

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from world import World, gateway_spec
+from world import T0, World, gateway_spec
 
-from modelrollout.controller.analysis import _queries, analysis_due
-from modelrollout.core.machine import Judgement
-from modelrollout.metrics.template import variables_for
+from modelrollout.api.spec import Stage
+from modelrollout.controller.analysis import queries as rendered
+from modelrollout.core.context import StageContext, variables_for
+from modelrollout.core.phases import analysis_due
+from modelrollout.core.types import Judgement
 
 ANALYSIS = {"interval": "5s", "prometheus": {"address": "http://p:9090"}}
 STAGES = {
@@ -46,8 +48,19 @@ def test_a_compare_metric_with_thresholds_judges_the_candidate() -> None:
     compare = {"direction": "increase"}
     metric = {"name": "errors", "query": query, "slo": {"max": 0.1}, "compare": compare}
     spec = gateway_spec(analysis={**ANALYSIS, "metrics": [metric]})
-    variables = variables_for(spec, "ns", 5, "5s", "30s")
-    queries = _queries(spec, variables)
+    assert spec.analysis is not None
+    context = StageContext(
+        namespace="ns",
+        analysis=spec.analysis,
+        drift_gate=None,
+        stage=Stage(weight=5, duration="5s"),
+        number=1,
+        started=T0,
+        now=T0,
+        window="30s",
+        variables=variables_for(spec, "ns", 5, "5s", "30s"),
+    )
+    queries = rendered(context)
     assert queries["errors"] == 'sum(rate(errors{deployment="v2"}[5s]))'
     assert queries["errors@candidate"] == queries["errors"]
     assert queries["errors@stable"] == 'sum(rate(errors{deployment="v1"}[5s]))'

@@ -24,7 +24,7 @@ from modelrollout.core.drift import (
     look_confidence,
     psi,
 )
-from modelrollout.core.machine import Judgement
+from modelrollout.core.types import Judgement
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 DECILE_EDGES = tuple(float(e) for e in range(1, 10))
@@ -307,3 +307,44 @@ def test_repeated_looks_do_not_compound_false_alarms() -> None:
     assert gate_fired / stages <= 0.015
     assert fixed_bar / stages >= 0.02
     assert fixed_bar > 2 * gate_fired
+
+
+# featureMax: one feature far out fails whatever the aggregate
+
+
+MODERATE = [60.0, 70, 80, 90, 100, 100, 110, 120, 130, 140]  # PSI ~0.09 on its own
+
+
+def test_one_feature_beyond_feature_max_fails_a_mean_that_passes() -> None:
+    """Eight features at the reference and one shifted: the mean stays under max, the
+    shifted feature alone is beyond featureMax (the reports' single feature at 4.87)."""
+    features = [_feature(f"f{i}", FLAT) for i in range(8)] + [_feature("amount", SHIFTED)]
+    shifted = psi(SHIFTED, [1] * 10)
+    assert shifted > 0.5
+    assert shifted / 9 < 0.25  # the mean alone would pass
+    outcome = judge(_gate(features=[f.name for f in features]), features, NOW)
+    assert outcome.status.verdict == "drift"
+    assert outcome.judgement.verdict == "rollback"
+    assert outcome.judgement.reason == "DriftDetected"
+    assert f"feature amount {shifted:.4f} > featureMax 0.5" in outcome.judgement.message
+    assert outcome.status.aggregate == pytest.approx(shifted / 9)
+
+
+def test_a_feature_below_feature_max_leaves_the_verdict_to_the_aggregate() -> None:
+    features = [_feature("a", FLAT), _feature("b", MODERATE)]
+    assert psi(MODERATE, [1] * 10) < 0.5
+    outcome = judge(_gate(), features, NOW)
+    assert outcome.status.verdict != "drift"
+    assert "featureMax" not in (outcome.status.message or "")
+
+
+def test_feature_max_counts_only_beyond_the_features_corrected_critical_value() -> None:
+    """With 40 samples, a PSI of 0.38 is within chance for one of two features."""
+    thin = [1.0, 1, 2, 2, 4, 6, 6, 6, 6, 6]  # 40 observations
+    value = psi(thin, [1] * 10)
+    gate = _gate(features=["a", "b"], minSamples=40, featureMax=0.3)
+    corrected = look_confidence(0.99, 1)
+    corrected = 1 - (1 - corrected) / 2
+    assert 0.3 < value < critical_value(40, 100_000, 10, corrected)
+    outcome = judge(gate, [_feature("a", thin), _feature("b", FLAT)], NOW)
+    assert outcome.status.verdict != "drift"

@@ -5,13 +5,21 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from world import World, gateway_spec
+from world import T0, World, gateway_spec, replicas_spec
 
 from modelrollout.api import ModelRolloutSpec
-from modelrollout.api.status import DriftStatus
+from modelrollout.api.status import HISTORY_LIMIT, DriftStatus, MetricStatus
 from modelrollout.core.conditions import condition
-from modelrollout.core.machine import ConsumeAction, Judgement, Scale, SetRoute, Workload
 from modelrollout.core.stages import candidate_replicas, effective_weight, rollout_identity
+from modelrollout.core.types import (
+    ConsumeAction,
+    Judgement,
+    Notify,
+    RouteTarget,
+    Scale,
+    SetRoute,
+    Workload,
+)
 
 
 def phase_is(*phases: str) -> object:
@@ -35,13 +43,9 @@ def test_each_stage_lasts_at_least_its_duration() -> None:
     world = World(gateway_spec())
     world.run_until(phase_is("Succeeded"))
     starts = [h.time for h in world.status.history if h.to_phase == "Progressing"]
-    times = [_seconds(t) for t in starts] + [_seconds(world.status.finished_at or "")]
+    assert world.status.finished_at is not None
+    times = [t.timestamp() for t in starts] + [world.status.finished_at.timestamp()]
     assert all(later - earlier >= 30 for earlier, later in itertools.pairwise(times))
-
-
-def _seconds(text: str) -> int:
-    hours, minutes, seconds = text[11:19].split(":")
-    return int(hours) * 3600 + int(minutes) * 60 + int(seconds)
 
 
 def test_the_candidate_must_be_ready_before_the_weight_moves() -> None:
@@ -87,6 +91,37 @@ def test_replicas_router_scales_the_candidate_up_before_the_stable_down() -> Non
     world.candidate = Workload(10, 10, 10)
     world.run_until(phase_is("Succeeded"))
     assert [candidate_replicas(10, w) for w in world.written_weights] == [0, 1, 1, 3, 10]
+
+
+def test_a_replicas_rollback_grows_the_stable_before_the_candidate_shrinks() -> None:
+    """Surge first: the rollback's one write sets the weight to 0 (the stable back to
+    the whole fleet) while the candidate keeps its replicas; only once the stable's
+    replicas are ready does the candidate go to zero."""
+    world = World(replicas_spec(), stable=Workload(4, 4, 4), candidate=Workload(4, 4, 4))
+    world.run_until(lambda w: w.status.stage == 3 and w.status.weight_confirmed)
+    world.stable = Workload(4, 3, 3)  # 3 ready for the fleet of 4 left to it
+    world.action = "abort"
+    world.tick()
+    assert world.status.phase == "RollingBack"
+    assert (world.writes[-1].weight, world.writes[-1].candidate_floor) == (0, 25)
+    for _ in range(3):  # the stable is not back yet: the candidate keeps serving
+        world.tick()
+    assert world.status.phase == "RollingBack"
+    assert world.writes[-1].candidate_floor == 25
+    world.stable = Workload(4, 4, 4)
+    world.run_until(phase_is("RolledBack"))
+    assert (world.writes[-1].weight, world.writes[-1].candidate_floor) == (0, 0)
+
+
+def test_a_replicas_rollback_shrinks_the_candidate_after_the_surge_wait() -> None:
+    world = World(replicas_spec(), stable=Workload(4, 4, 4), candidate=Workload(4, 4, 4))
+    world.run_until(lambda w: w.status.stage == 2 and w.status.weight_confirmed)
+    world.stable = Workload(4, 1, 1)  # the stable never becomes ready again
+    world.action = "abort"
+    world.run_until(phase_is("RolledBack"), seconds=5)
+    assert world.writes[-1].candidate_floor == 0
+    late = next(e for e in world.events if e.reason == "StableNotReady")
+    assert "1 of 4 replicas ready after 60s" in late.message
 
 
 def test_manual_approval_waits_then_promote_advances() -> None:
@@ -323,11 +358,25 @@ def test_a_mirror_stage_mirrors_at_zero_then_stops() -> None:
     assert world.status.mirroring is False
 
 
-def test_dry_run_walks_the_stages_and_writes_nothing() -> None:
+def test_a_dry_run_mirrors_each_stage_share_and_serves_the_candidate_nothing() -> None:
+    """Where the router can mirror, a dry run walks the stages with the candidate
+    answering nobody: every write keeps its weight at 0 and mirrors the stage's share,
+    and the end of the run stops the mirror."""
     world = World(gateway_spec(dryRun=True))
     world.run_until(phase_is("Succeeded"))
-    assert world.writes == []
+    assert all(t.weight == 0 for t in world.writes)
+    mirrored = [t.mirror_percent for t in world.writes if t.mirror]
+    assert mirrored == [1, 5, 25, 100]
+    assert not world.writes[-1].mirror
     assert "dry run" in world.status.history[1].message
+    assert world.status.weight == 100  # what it would serve, said in status
+
+
+def test_a_dry_run_with_the_replicas_router_writes_nothing() -> None:
+    world = World(replicas_spec(dryRun=True), route=RouteTarget(0, False, 0, 4))
+    world.run_until(phase_is("Succeeded"))
+    assert world.writes == []
+    assert "dry run: no traffic moved" in world.status.history[1].message
 
 
 def test_a_crash_after_the_status_write_is_repaired_without_repeating() -> None:
@@ -365,7 +414,12 @@ def test_stage_arithmetic() -> None:
 
 def _drift(verdict: str, message: str, enforced: bool = True) -> DriftStatus:
     return DriftStatus.model_validate(
-        {"verdict": verdict, "message": message, "enforced": enforced, "checkedAt": "x"}
+        {
+            "verdict": verdict,
+            "message": message,
+            "enforced": enforced,
+            "checkedAt": "2026-11-23T12:00:00Z",
+        }
     )
 
 
@@ -462,3 +516,100 @@ def test_a_promote_waits_for_the_candidates_readiness_instead_of_being_lost(
     world.tick(seconds=5)
     assert world.status.stage == to_stage  # that stage runs its course
     assert world.status.phase == "Progressing"
+
+
+def test_history_keeps_the_last_fifty_transitions_oldest_first() -> None:
+    world = World(gateway_spec(strategy={"stages": [{"weight": 100, "duration": "1h"}]}))
+    world.run_until(lambda w: w.status.stage == 1)
+    for _ in range(40):  # each pause and resume is a transition: 80 more entries
+        world.action = "pause"
+        world.tick()
+        world.action = "resume"
+        world.tick()
+    history = world.status.history
+    assert len(history) == HISTORY_LIMIT
+    assert [h.reason for h in history[-2:]] == ["PausedByAction", "StageInProgress"]
+    assert history[0].reason == "PausedByAction"  # "Started" and the first ones are gone
+    assert [h.time for h in history] == sorted(h.time for h in history)
+    assert sum(e.reason == "PausedByAction" for e in world.events) == 40  # announced each time
+
+
+def test_pause_and_resume_actions_hold_the_weight_and_the_stage_clock_goes_on() -> None:
+    world = World(gateway_spec())
+    world.run_until(lambda w: w.status.stage == 2)
+    writes = len(world.writes)
+    world.action = "pause"
+    world.tick()
+    assert (world.status.phase, world.status.manual_pause) == ("Paused", True)
+    for _ in range(60):  # longer than the stage: still held
+        world.tick()
+    assert (world.status.stage, world.status.phase) == (2, "Paused")
+    assert len(world.writes) == writes
+    world.action = "resume"
+    world.tick()
+    assert (world.status.phase, world.status.manual_pause) == ("Progressing", False)
+    world.run_until(lambda w: w.status.stage == 3)
+
+
+def test_a_stage_judged_by_a_match_rate_leaves_the_copying_to_the_comparator() -> None:
+    match = {"slo": {"min": 0.95}}
+    spec = gateway_spec(
+        strategy={
+            "stages": [
+                {"weight": 0, "mirror": True, "duration": "10s", "matchRate": match},
+                {"weight": 100, "duration": "10s"},
+            ]
+        },
+        analysis={"prometheus": {"address": "http://p.monitoring.svc:9090"}},
+    )
+    world = World(spec, judgement=Judgement("pass"))
+    world.run_until(lambda w: w.status.stage == 1)
+    assert world.status.mirroring is True  # what the comparator follows
+    assert [(t.weight, t.mirror) for t in world.writes] == [(0, False)]
+
+
+def notices(world: World) -> list[Notify]:
+    return [n for d in world.decisions for n in d.notices]
+
+
+def test_each_transition_is_told_once_in_order_with_its_sequence_number() -> None:
+    world = World(gateway_spec())
+    world.run_until(phase_is("Succeeded"))
+    told = notices(world)
+    assert [n.event for n in told] == [
+        "Started", "StageAdvanced", "StageAdvanced", "StageAdvanced", "Succeeded",
+    ]  # fmt: skip
+    assert [n.sequence for n in told] == [1, 2, 3, 4, 5]
+    assert world.status.transitions == 5
+
+
+def test_a_rollback_is_told_with_its_cause_and_the_breached_check() -> None:
+    world = World(gateway_spec())
+    world.run_until(lambda w: w.status.stage == 2)
+    breach = MetricStatus.model_validate(
+        {"name": "error-rate", "value": 0.37, "abort": {"max": 0.2}, "verdict": "abort",
+         "stage": 2, "checkedAt": T0}
+    )  # fmt: skip
+    world.status = world.status.model_copy(update={"analysis": [breach]})
+    world.judgement = Judgement("rollback", "AbortThresholdBreached", "error-rate 0.37 > 0.2")
+    world.run_until(phase_is("RolledBack"))
+    last = notices(world)[-1]
+    assert last.event == "RolledBack"
+    details = dict(last.details)
+    assert details["cause"].startswith("AbortThresholdBreached: rolling back at stage 2")
+    assert (details["metric"], details["value"], details["bound"]) == (
+        "error-rate",
+        "0.37",
+        "max 0.2",
+    )
+
+
+def test_waiting_for_approval_and_a_pause_are_told() -> None:
+    spec = gateway_spec(strategy={"stages": [
+        {"weight": 10, "duration": "5s", "approval": "Manual"}, {"weight": 100, "duration": "5s"},
+    ]})  # fmt: skip
+    world = World(spec)
+    world.run_until(lambda w: w.status.phase == "Paused")
+    world.action = "pause"
+    world.tick()
+    assert [n.event for n in notices(world)] == ["Started", "AwaitingApproval", "Paused"]

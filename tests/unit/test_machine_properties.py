@@ -12,7 +12,9 @@ from world import World, gateway_spec
 from modelrollout.api.durations import parse_duration
 from modelrollout.api.status import ModelRolloutStatus
 from modelrollout.core.conditions import condition
-from modelrollout.core.machine import ACTIONS, PREFLIGHT_REASONS, Judgement, RouteTarget, Workload
+from modelrollout.core.machine import ACTIONS
+from modelrollout.core.phases import PREFLIGHT_REASONS
+from modelrollout.core.types import Judgement, RouteTarget, Workload
 
 SPECS = [
     gateway_spec(),
@@ -116,7 +118,7 @@ def _check(
     if advanced and not promoted and not restarted:
         stage = stages[before.stage - 1]
         assert started_before is not None
-        elapsed = world.now.timestamp() - _epoch(started_before)
+        elapsed = world.now.timestamp() - started_before.timestamp()
         # `world.now` is already one tick past the decision.
         assert elapsed + 1 >= parse_duration(stage.duration).total_seconds() - 1e-9
         assert judgement is None or judgement.verdict == "pass"
@@ -125,12 +127,6 @@ def _check(
     if after.stage > before.stage and not restarted and world.candidate is not None:
         needed = max(1, math.ceil(4 * stages[after.stage - 1].weight / 100))
         assert world.candidate.ready >= needed
-
-
-def _epoch(text: str) -> float:
-    from datetime import datetime
-
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
 @settings(max_examples=150, deadline=None)

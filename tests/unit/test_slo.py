@@ -4,24 +4,17 @@ stage; blind is not bad until errorLimit; a refused query is invalid."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from modelrollout.api.spec import Analysis
+from modelrollout.api.spec import Analysis, Stage
 from modelrollout.api.status import MetricStatus, NoDataKind, SamplesStatus, ThresholdStatus
 from modelrollout.core.compare import CompareResult
-from modelrollout.core.slo import (
-    AnalysisOutcome,
-    NoData,
-    QueryFailed,
-    QueryRejected,
-    Reading,
-    Value,
-    classify,
-    evaluate,
-)
+from modelrollout.core.context import StageContext
+from modelrollout.core.slo import AnalysisOutcome, classify, evaluate
+from modelrollout.core.types import NoData, QueryFailed, QueryRejected, Reading, Value
 
 NOW = datetime(2025, 1, 1, 12, 0, 5, tzinfo=UTC)
 GOOD: dict[str, Reading] = {"error-rate": Value(0.01), "latency-p99": Value(0.2)}
@@ -59,16 +52,26 @@ def run(
     compare_results: Mapping[str, CompareResult] | None = None,
 ) -> AnalysisOutcome:
     return evaluate(
-        spec or analysis(),
-        stage,
-        {**GOOD, **readings},
-        samples,
-        previous,
-        errors_before,
-        60.0,
-        min_samples,
-        NOW,
-        compare_results or {},
+        context=context(spec or analysis(), stage, min_samples),
+        readings={**GOOD, **readings},
+        samples=samples,
+        previous=previous,
+        errors_before=errors_before,
+        comparisons=compare_results or {},
+    )
+
+
+def context(spec: Analysis, stage: int = 2, min_samples: int | None = None) -> StageContext:
+    """Stage `stage`, begun a minute before NOW: a 60 s window."""
+    return StageContext(
+        namespace="ns",
+        analysis=spec,
+        drift_gate=None,
+        stage=Stage(weight=5, duration="1m", min_samples=min_samples),
+        number=stage,
+        started=NOW - timedelta(minutes=1),
+        now=NOW,
+        window="1m",
     )
 
 
@@ -266,7 +269,13 @@ def test_rollback_outranks_pause_and_failures_outrank_no_data() -> None:
 
 def test_a_missing_reading_is_a_caller_bug() -> None:
     with pytest.raises(ValueError, match="no reading for metric latency-p99"):
-        evaluate(analysis(), 1, {"error-rate": Value(0)}, None, [], 0, 60, None, NOW)
+        evaluate(
+            context=context(analysis(), 1),
+            readings={"error-rate": Value(0)},
+            samples=None,
+            previous=[],
+            errors_before=0,
+        )
 
 
 # compare

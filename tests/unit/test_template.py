@@ -9,14 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from modelrollout.api import ModelRolloutSpec
-from modelrollout.metrics.template import (
-    FREE_TEXT,
-    UnknownVariable,
-    UnsafeTemplate,
-    render,
-    variables_for,
-    window_for,
-)
+from modelrollout.core.context import variables_for, window_for
+from modelrollout.metrics.template import FREE_TEXT, UnknownVariable, UnsafeTemplate, render
 
 HOSTILE = 'v2"} or vector(1) or up{job=~".*\\'
 QUERY = 'sum(rate(requests{model="{{candidate.modelVersion}}", ns="{{ namespace }}"}[{{window}}]))'

@@ -14,8 +14,10 @@ from typing import Any
 
 from modelrollout.api import ModelRolloutSpec, ModelRolloutStatus
 from modelrollout.api.status import DriftStatus
-from modelrollout.core.machine import (
+from modelrollout.core.machine import route_target, step
+from modelrollout.core.types import (
     Action,
+    CheckObservation,
     ConsumeAction,
     Decision,
     EmitEvent,
@@ -26,8 +28,6 @@ from modelrollout.core.machine import (
     Scale,
     SetRoute,
     Workload,
-    route_target,
-    step,
 )
 
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -38,6 +38,17 @@ def gateway_spec(**overrides: Any) -> ModelRolloutSpec:
         "stable": {"deployment": "v1", "service": "v1"},
         "candidate": {"deployment": "v2", "service": "v2"},
         "trafficRouting": {"gatewayAPI": {"httpRoute": "route"}},
+        "strategy": {"preset": "1-5-25-100", "stageDuration": "30s"},
+    }
+    spec.update(overrides)
+    return ModelRolloutSpec.model_validate(spec)
+
+
+def replicas_spec(**overrides: Any) -> ModelRolloutSpec:
+    spec: dict[str, Any] = {
+        "stable": {"deployment": "v1"},
+        "candidate": {"deployment": "v2"},
+        "trafficRouting": {"replicas": {"totalReplicas": 4}},
         "strategy": {"preset": "1-5-25-100", "stageDuration": "30s"},
     }
     spec.update(overrides)
@@ -56,6 +67,7 @@ class World:
     route_problem: str | None = None
     judgement: Judgement | None = None
     drift: DriftStatus | None = None
+    checks: tuple[CheckObservation, ...] = ()
     action: str | None = None
     writes: list[RouteTarget] = field(default_factory=list)
     scales: list[Scale] = field(default_factory=list)
@@ -65,7 +77,7 @@ class World:
     def observations(self) -> Observations:
         route = None
         if self.route is not None:
-            wanted = route_target(self.status)
+            wanted = route_target(self.spec, self.status)
             route = RouteObservation(
                 matches=self._matches(self.route, wanted),
                 weight=float(self.route.weight),
@@ -79,6 +91,7 @@ class World:
             judgement=self.judgement,
             action=self.action,
             drift=self.drift,
+            checks=self.checks,
         )
 
     @staticmethod

@@ -59,3 +59,8 @@ app.kubernetes.io/part-of: modelrollout
 {{- printf "%s-metrics" (include "modelrollout-operator.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
+
+{{/* The Lease of leaderElection mode. */}}
+{{- define "modelrollout-operator.leaseName" -}}
+{{- .Values.highAvailability.leaseName | default (include "modelrollout-operator.fullname" .) -}}
+{{- end -}}

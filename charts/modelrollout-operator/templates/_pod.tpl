@@ -6,8 +6,16 @@ The operator's pod, shared by the Deployment (standalone) and the StatefulSet (p
 {{- /* kopf's health endpoint answers once the operator has started; all probes use it. */}}
 - --liveness=http://0.0.0.0:8081/healthz
 - --metrics-port=8080
+- --allowed-addresses={{ .Values.allowedAddresses }}
+{{- if .Values.notifications.receiversSecret }}
+- --receivers=/etc/modelrollout/receivers/receivers.yaml
+{{- end }}
 {{- range .Values.watchNamespaces }}
 - --namespace={{ . }}
+{{- end }}
+{{- if eq .Values.highAvailability.mode "leaderElection" }}
+- --leader-election={{ include "modelrollout-operator.leaseName" . }}
+- --leader-election-namespace={{ .Release.Namespace }}
 {{- end }}
 {{- if eq .Values.highAvailability.mode "peering" }}
 - --peering={{ .Values.highAvailability.peeringName }}
@@ -68,6 +76,12 @@ spec:
           value: "1"
         - name: PYTHONUNBUFFERED
           value: "1"
+        {{- if eq .Values.highAvailability.mode "leaderElection" }}
+        - name: POD_NAME
+          valueFrom:
+            fieldRef:
+              fieldPath: metadata.name
+        {{- end }}
         {{- if eq .Values.highAvailability.mode "peering" }}
         - name: POD_INDEX
           valueFrom:
@@ -109,10 +123,23 @@ spec:
         {{- /* The only writable path: the analysis writes Prometheus CA bundles to temp files. */}}
         - name: tmp
           mountPath: /tmp
+        {{- if .Values.notifications.receiversSecret }}
+        - name: receivers
+          mountPath: /etc/modelrollout/receivers
+          readOnly: true
+        {{- end }}
   volumes:
     - name: tmp
       emptyDir:
         sizeLimit: 64Mi
+    {{- with .Values.notifications.receiversSecret }}
+    - name: receivers
+      secret:
+        secretName: {{ . }}
+        items:
+          - key: receivers.yaml
+            path: receivers.yaml
+    {{- end }}
   {{- with .Values.nodeSelector }}
   nodeSelector:
     {{- toYaml . | nindent 4 }}

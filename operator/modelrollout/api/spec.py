@@ -6,12 +6,13 @@ the person reading it there.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from modelrollout.api.base import ApiModel, Rule
 from modelrollout.api.durations import DURATION_PATTERN, parse_duration
+from modelrollout.api.objects import ObjectKind
 
 Duration = Annotated[str, Field(pattern=DURATION_PATTERN, max_length=32)]
 DeploymentName = Annotated[
@@ -79,8 +80,28 @@ class CandidateRef(ApiModel):
     )
 
 
-class ReplicasRouting(ApiModel):
+_UNKNOWN = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+
+
+class RoutingMethod(ApiModel):
+    """One way of moving weight. A method that drives a routing object names its kind
+    here, so the controller, the machine and the RBAC all learn it from one place."""
+
+    object_kind: ClassVar[ObjectKind | None] = None
+    can_mirror: ClassVar[bool] = False
+    needs_services: ClassVar[bool] = True
+    can_own_object: ClassVar[bool] = False  # may create its routing object (managed)
+
+    @property
+    def object_name(self) -> str | None:
+        """Name of the routing object in the rollout's namespace (None: no object)."""
+        return None
+
+
+class ReplicasRouting(RoutingMethod):
     """No mesh: one Service selects both Deployments and replica counts set the split."""
+
+    needs_services: ClassVar[bool] = False
 
     total_replicas: int | None = Field(
         None,
@@ -93,8 +114,29 @@ class ReplicasRouting(ApiModel):
     )
 
 
-class GatewayAPIRouting(ApiModel):
+class ManagedRoute(ApiModel):
+    """The HTTPRoute is the operator's: it creates it and writes all of its spec, so Git
+    (and Argo CD or Flux) never hold the route or its weights."""
+
+    parent_refs: list[Annotated[dict[str, Any], Field(json_schema_extra=_UNKNOWN)]] = Field(
+        min_length=1,
+        max_length=32,
+        description="The route's parentRefs (the Gateways it attaches to), as in an HTTPRoute.",
+    )
+    hostnames: list[Annotated[str, Field(max_length=253)]] | None = Field(
+        None, max_length=16, description="The route's hostnames, as in an HTTPRoute."
+    )
+    port: int = Field(80, ge=1, le=65535, description="Port of both Services. Default: 80.")
+
+
+class GatewayAPIRouting(RoutingMethod):
     """Weights on the two backendRefs of a Gateway API HTTPRoute rule."""
+
+    object_kind: ClassVar[ObjectKind | None] = ObjectKind(
+        "HTTPRoute", "gateway.networking.k8s.io", "v1", "httproutes"
+    )
+    can_mirror: ClassVar[bool] = True
+    can_own_object: ClassVar[bool] = True
 
     http_route: ObjectName = Field(
         description="Name of the HTTPRoute (gateway.networking.k8s.io/v1) in this namespace."
@@ -106,10 +148,34 @@ class GatewayAPIRouting(ApiModel):
         description="Index of the rule in spec.rules whose backendRefs point at the stable "
         "and candidate Services. Default: 0.",
     )
+    managed_route: ManagedRoute | None = Field(
+        None,
+        description="Let the operator create and own the HTTPRoute (one rule to the two "
+        "Services), so that GitOps tools never hold its weights. Unset: the route exists "
+        "and the operator writes only the weights of rule ruleIndex.",
+    )
+
+    rules = (
+        Rule(
+            cel="!has(self.managedRoute) || !has(self.ruleIndex) || self.ruleIndex == 0",
+            message="a managedRoute has one rule: ruleIndex must be 0",
+            holds=lambda m: m.managed_route is None or m.rule_index == 0,
+            field_path=".ruleIndex",
+        ),
+    )
+
+    @property
+    def object_name(self) -> str | None:
+        return self.http_route
 
 
-class IstioRouting(ApiModel):
+class IstioRouting(RoutingMethod):
     """Destination weights in an Istio VirtualService HTTP route."""
+
+    object_kind: ClassVar[ObjectKind | None] = ObjectKind(
+        "VirtualService", "networking.istio.io", "v1", "virtualservices"
+    )
+    can_mirror: ClassVar[bool] = True
 
     virtual_service: ObjectName = Field(
         description="Name of the VirtualService (networking.istio.io) in this namespace."
@@ -120,9 +186,9 @@ class IstioRouting(ApiModel):
         description="Name of the entry in spec.http to manage. Unset means the first entry.",
     )
 
-
-def _count_set(*values: object) -> int:
-    return sum(value is not None for value in values)
+    @property
+    def object_name(self) -> str | None:
+        return self.virtual_service
 
 
 class TrafficRouting(ApiModel):
@@ -138,18 +204,51 @@ class TrafficRouting(ApiModel):
         None, description="Set weights on an Istio VirtualService HTTP route."
     )
 
-    rules = (
-        Rule(
-            cel="(has(self.replicas) ? 1 : 0) + (has(self.gatewayAPI) ? 1 : 0)"
-            " + (has(self.istio) ? 1 : 0) == 1",
-            message="trafficRouting needs exactly one of replicas, gatewayAPI or istio",
-            holds=lambda m: _count_set(m.replicas, m.gateway_api, m.istio) == 1,
-        ),
-    )
+    @property
+    def method(self) -> RoutingMethod:
+        """The one method set (the rule below guarantees exactly one)."""
+        chosen = [m for m in self.methods() if m is not None]
+        assert len(chosen) == 1, chosen
+        return chosen[0]
+
+    def methods(self) -> list[RoutingMethod | None]:
+        return [getattr(self, name) for name in type(self).model_fields]
 
     @property
     def can_mirror(self) -> bool:
-        return self.replicas is None
+        return self.method.can_mirror
+
+
+def routing_methods(where: str = "self") -> dict[str, tuple[str, type[RoutingMethod]]]:
+    """Each method's wire name, with its `has()` test in CEL and its model."""
+    out: dict[str, tuple[str, type[RoutingMethod]]] = {}
+    for name, info in TrafficRouting.model_fields.items():
+        alias = info.alias or name
+        model = next(a for a in info.annotation.__args__ if a is not type(None))  # type: ignore[union-attr]
+        out[alias] = (f"has({where}.{alias})", model)
+    return out
+
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else names[0]
+
+
+def _any_of(tests: list[str]) -> str:
+    return "(" + " || ".join(tests) + ")" if tests else "false"
+
+
+TrafficRouting.rules = (
+    Rule(
+        cel=" + ".join(f"({test} ? 1 : 0)" for test, _ in routing_methods().values()) + " == 1",
+        message=f"trafficRouting needs exactly one of {_listed(list(routing_methods()))}",
+        holds=lambda m: sum(x is not None for x in m.methods()) == 1,
+    ),
+)
+_ROUTED = routing_methods("self.trafficRouting")
+_MIRRORING = [alias for alias, (_, model) in _ROUTED.items() if model.can_mirror]
+_NOT_MIRRORING = _any_of([test for test, model in _ROUTED.values() if not model.can_mirror])
+_SERVICED = [alias for alias, (_, model) in _ROUTED.items() if model.needs_services]
+_NEEDS_SERVICES = _any_of([test for test, model in _ROUTED.values() if model.needs_services])
 
 
 class Stage(ApiModel):
@@ -181,6 +280,11 @@ class Stage(ApiModel):
         description="Mirror (shadow) the stable's traffic to the candidate at weight 0; the "
         "candidate's responses are discarded. Needs the gatewayAPI or istio router.",
     )
+    match_rate: MatchRate | None = Field(
+        None,
+        description="Mirror stages only: judge how often the candidate answers like the stable, "
+        "from the shadow comparator's counter (docs/shadow.md).",
+    )
 
     rules = (
         Rule(
@@ -188,6 +292,12 @@ class Stage(ApiModel):
             message="a mirror stage has weight 0; any other stage has a weight of 1 to 100",
             holds=lambda m: m.weight == 0 if m.mirror else m.weight >= 1,
             field_path=".weight",
+        ),
+        Rule(
+            cel="!has(self.matchRate) || (has(self.mirror) && self.mirror)",
+            message="matchRate needs a mirror stage: the comparator shadows the stable's traffic",
+            holds=lambda m: m.match_rate is None or m.mirror,
+            field_path=".matchRate",
         ),
     )
 
@@ -273,6 +383,10 @@ class Strategy(ApiModel):
     def has_mirror_stage(self) -> bool:
         return any(s.mirror for s in self.stages or [])
 
+    @property
+    def has_match_rate(self) -> bool:
+        return any(s.match_rate for s in self.stages or [])
+
 
 class Threshold(ApiModel):
     """Bounds a metric's value must stay within. Set min, max or both."""
@@ -328,7 +442,50 @@ class Compare(ApiModel):
     )
 
 
-def _abort_no_tighter(m: Metric) -> bool:
+DEFAULT_MATCH_SELECTOR = 'namespace="{{namespace}}",rollout="{{rollout}}"'
+MATCH_COUNTER = "modelrollout_shadow_comparisons_total"
+
+
+class MatchRate(ApiModel):
+    """The share of shadowed requests on which the candidate answered like the stable:
+    matches / (matches + mismatches + errors) over the stage, from the comparator's
+    counter. Judged like a metric named match-rate."""
+
+    slo: Threshold = Field(
+        description="Bounds that must hold for the stage to complete, for example {min: 0.95}."
+    )
+    abort: Threshold | None = Field(
+        None, description="Bounds whose single breach rolls back, for example {min: 0.90}."
+    )
+    min_samples: int = Field(
+        100,
+        ge=1,
+        le=100_000_000,
+        description="Comparisons needed before a verdict; fewer holds the stage. Default: 100.",
+    )
+    selector: Annotated[str, Field(min_length=1, max_length=1024)] = Field(
+        DEFAULT_MATCH_SELECTOR,
+        description="Label matchers picking this rollout's comparator series. Default: "
+        + DEFAULT_MATCH_SELECTOR,
+    )
+    counter: MetricName = Field(
+        MATCH_COUNTER, description=f"The comparator's counter. Default: {MATCH_COUNTER}."
+    )
+
+    rules = (
+        Rule(
+            cel="!has(self.abort) || ((!has(self.abort.min) || !has(self.slo.min) || "
+            "self.abort.min <= self.slo.min) && (!has(self.abort.max) || !has(self.slo.max) || "
+            "self.abort.max >= self.slo.max))",
+            message="abort bounds must be no tighter than slo bounds "
+            "(abort.max >= slo.max, abort.min <= slo.min)",
+            holds=lambda m: _abort_no_tighter(m),
+            field_path=".abort",
+        ),
+    )
+
+
+def _abort_no_tighter(m: Metric | MatchRate) -> bool:
     if m.abort is None or m.slo is None:
         return True
     max_ok = m.abort.max is None or m.slo.max is None or m.abort.max >= m.slo.max
@@ -347,7 +504,8 @@ class Metric(ApiModel):
         "Variables: {{namespace}}, {{stable.deployment}}, {{candidate.deployment}}, "
         "{{stable.service}}, {{candidate.service}}, {{stable.modelVersion}}, "
         "{{candidate.modelVersion}}, {{stage.weight}}, {{interval}}, {{window}} (time since "
-        "the stage began, at least the interval) and, for compare, {{target.deployment}}."
+        "the stage began, at least the interval), {{rollout}} (this rollout's name) and, for "
+        "compare, {{target.deployment}}."
     )
     slo: Threshold | None = Field(
         None,
@@ -395,7 +553,9 @@ class PrometheusConnection(ApiModel):
     address: str = Field(
         pattern=r"^https?://[^\s]+$",
         max_length=2048,
-        description="Base URL, for example http://prometheus.monitoring:9090.",
+        description="Base URL, for example http://prometheus.monitoring.svc:9090. The "
+        "operator calls only addresses its allowlist admits (by default in-cluster Service "
+        "names); a rollout naming another fails with AddressNotAllowed.",
     )
     headers: dict[str, Annotated[str, Field(max_length=1024)]] | None = Field(
         None,
@@ -453,6 +613,13 @@ class Analysis(ApiModel):
             cel=None,  # x-kubernetes-list-type: map already refuses duplicate names
             message="metric names must be unique",
             holds=lambda m: len({x.name for x in m.metrics}) == len(m.metrics),
+        ),
+        Rule(
+            cel="!has(self.metrics) || !self.metrics.exists(m, m.name == 'match-rate')",
+            message="match-rate is the name of a mirror stage's matchRate; name the metric "
+            "otherwise",
+            holds=lambda m: all(x.name != "match-rate" for x in m.metrics),
+            field_path=".metrics",
         ),
         Rule(
             cel="!has(self.interval) || duration(self.interval) >= duration('5s')",
@@ -560,6 +727,15 @@ class DriftGate(ApiModel):
     aggregate: Literal["mean", "max"] = Field(
         "mean", description="How per-feature PSI combines: mean or max. Default: mean."
     )
+    feature_max: float = Field(
+        0.5,
+        gt=0,
+        le=10,
+        description="PSI of any single feature (or of the scores) beyond which the gate fails "
+        "whatever the aggregate, since a mean dilutes one feature far out among many. 0.5 is "
+        "about a 0.7-sigma shift of one feature over decile bins; one sigma gives about 0.93. "
+        "Default: 0.5.",
+    )
     enforce: bool = Field(
         True,
         description="true rolls back on drift beyond max; false only records and warns "
@@ -603,14 +779,168 @@ class DriftGate(ApiModel):
     )
 
 
+CheckName = Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=40)]
+
+
+class JobSpec(ApiModel):
+    """A batch/v1 JobSpec, kept whole: only its pod template is required here."""
+
+    model_config = ConfigDict(
+        extra="allow", json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
+    )
+    template: dict[str, Any] = Field(
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+        description="The pod template (metadata and spec) the evaluation runs in.",
+    )
+
+
+class Kpi(ApiModel):
+    """A value the evaluation Job reports, judged against bounds."""
+
+    name: Annotated[str, Field(min_length=1, max_length=63)] = Field(
+        description="Key in the JSON object the Job writes to its termination message."
+    )
+    min: float | None = Field(None, description="Lowest acceptable value (inclusive).")
+    max: float | None = Field(None, description="Highest acceptable value (inclusive).")
+
+    rules = (
+        Rule(
+            cel="has(self.min) || has(self.max)",
+            message="a KPI needs min, max or both",
+            holds=lambda m: m.min is not None or m.max is not None,
+        ),
+    )
+
+
+class JobCheck(ApiModel):
+    """An evaluation or backtest Job: the check passes when the Job succeeds and every
+    KPI it reports is within bounds."""
+
+    template: JobSpec = Field(
+        description="A batch/v1 JobSpec (template, backoffLimit, ...). The operator creates "
+        "the Job in the rollout's namespace, owned by the rollout, with "
+        "ttlSecondsAfterFinished 3600 unless set."
+    )
+    kpis: list[Kpi] = Field(
+        default_factory=list,
+        max_length=20,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+        description="KPIs read from the JSON object the Job's container writes to its "
+        "termination message (/dev/termination-log); a missing or non-numeric KPI fails.",
+    )
+
+
+class WebhookCheck(ApiModel):
+    """An HTTP POST of the rollout's context; a 2xx answer passes."""
+
+    url: Annotated[str, Field(pattern=r"^https?://[^\s]+$", max_length=2048)] | None = Field(
+        None, description="Where to POST. Must be admitted by the operator's allowlist."
+    )
+    url_secret_ref: SecretKeyRef | None = Field(
+        None, description="A Secret key holding the URL, when it carries a token."
+    )
+    timeout: Duration = Field("10s", description="Timeout of one call. Default: 10s.")
+
+    rules = (
+        Rule(
+            cel="has(self.url) != has(self.urlSecretRef)",
+            message="a webhook needs exactly one of url or urlSecretRef",
+            holds=lambda m: (m.url is None) != (m.url_secret_ref is None),
+        ),
+    )
+
+
+class Check(ApiModel):
+    """One gate: a Job or a webhook that must pass."""
+
+    name: CheckName = Field(description="Unique name of the check, used in status and Events.")
+    job: JobCheck | None = Field(None, description="Run an evaluation Job.")
+    webhook: WebhookCheck | None = Field(None, description="Call a webhook.")
+    timeout: Duration = Field(
+        "15m", description="How long one attempt may take before it fails. Default: 15m."
+    )
+    retries: int = Field(
+        0, ge=0, le=10, description="Attempts after a failed one before the gate fails. Default: 0."
+    )
+
+    rules = (
+        Rule(
+            cel="has(self.job) != has(self.webhook)",
+            message="a check needs exactly one of job or webhook",
+            holds=lambda m: (m.job is None) != (m.webhook is None),
+        ),
+    )
+
+
+CheckList = Annotated[
+    list[Check],
+    Field(
+        max_length=10,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    ),
+]
+
+
+class Checks(ApiModel):
+    """Gates before the first traffic, before the last stage, and after promotion."""
+
+    pre_rollout: CheckList = Field(
+        default_factory=list, description="Before any traffic moves; a failure fails the rollout."
+    )
+    pre_promotion: CheckList = Field(
+        default_factory=list,
+        description="Before the last stage (full promotion); a failure rolls back.",
+    )
+    post_promotion: CheckList = Field(
+        default_factory=list,
+        description="After the last stage, before Succeeded; a failure is reported "
+        "(postPromotionFailure: Report) or rolls back (Rollback).",
+    )
+    post_promotion_failure: Literal["Report", "Rollback"] = Field(
+        "Report", description="What a failed postPromotion check does. Default: Report."
+    )
+
+
+NotificationEvent = Literal[
+    "Started", "StageAdvanced", "AwaitingApproval", "Paused", "RolledBack", "Succeeded", "Failed"
+]
+ReceiverType = Literal["webhook", "slack", "cloudevents"]
+
+
+class NotificationReceiver(ApiModel):
+    """Where this rollout's transitions are sent, besides the operator's own receivers."""
+
+    name: CheckName = Field(description="Unique name of the receiver, shown in status.")
+    type: ReceiverType = Field(
+        description="webhook (the notification as JSON), slack (an incoming webhook) or "
+        "cloudevents (CloudEvents 1.0, structured mode)."
+    )
+    url_secret_ref: SecretKeyRef = Field(
+        description="A Secret key holding the URL (it often carries a token). The URL must be "
+        "admitted by the operator's allowlist."
+    )
+    events: list[NotificationEvent] | None = Field(
+        None,
+        max_length=7,
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+        description="Only these events (Started, StageAdvanced, AwaitingApproval, Paused, "
+        "RolledBack, Succeeded, Failed). Default: every event.",
+    )
+
+
 def _mirror_needs_router(m: ModelRolloutSpec) -> bool:
     return m.traffic_routing.can_mirror or not m.strategy.has_mirror_stage
 
 
 def _services_when_routed(m: ModelRolloutSpec) -> bool:
-    if m.traffic_routing.replicas is not None:
+    if not m.traffic_routing.method.needs_services:
         return True
     return m.stable.service is not None and m.candidate.service is not None
+
+
+def _dry_run_can_see_the_candidate(m: ModelRolloutSpec) -> bool:
+    judged = m.analysis is not None or m.drift_gate is not None
+    return not (m.dry_run and judged and not m.traffic_routing.can_mirror)
 
 
 def _samples_query_when_needed(m: ModelRolloutSpec) -> bool:
@@ -640,10 +970,24 @@ class ModelRolloutSpec(ApiModel):
     drift_gate: DriftGate | None = Field(
         None, description="PSI drift gate on input features and scores."
     )
+    checks: Checks | None = Field(
+        None,
+        description="Evaluation Jobs and webhooks that gate the rollout before any traffic, "
+        "before the last stage and after it.",
+    )
+    notifications: list[NotificationReceiver] = Field(
+        default_factory=list,
+        max_length=10,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+        description="Receivers told of every transition: started, stage advanced, waiting for "
+        "approval, paused, rolled back, succeeded, failed (docs/notifications.md).",
+    )
     dry_run: bool = Field(
         False,
-        description="Evaluate every stage and record verdicts, but move no traffic. Default: "
-        "false.",
+        description="Walk every stage and judge it, but serve the candidate nothing: the "
+        "router mirrors each stage's share of the stable's traffic to the candidate (answers "
+        "discarded), so its metrics are real. Needs a router that can mirror when analysis or "
+        "driftGate is set. Default: false.",
     )
     paused: bool = Field(
         False, description="Hold the rollout at its current weight. Default: false."
@@ -657,9 +1001,8 @@ class ModelRolloutSpec(ApiModel):
             field_path=".candidate.deployment",
         ),
         Rule(
-            cel="has(self.trafficRouting.replicas) || "
-            "(has(self.stable.service) && has(self.candidate.service))",
-            message="gatewayAPI and istio routing need stable.service and candidate.service",
+            cel=f"!{_NEEDS_SERVICES} || (has(self.stable.service) && has(self.candidate.service))",
+            message=f"{' and '.join(_SERVICED)} routing need stable.service and candidate.service",
             holds=_services_when_routed,
         ),
         Rule(
@@ -670,17 +1013,33 @@ class ModelRolloutSpec(ApiModel):
             field_path=".candidate.service",
         ),
         Rule(
-            cel="!has(self.trafficRouting.replicas) || !has(self.strategy.stages) || "
+            cel=f"!{_NOT_MIRRORING} || !has(self.strategy.stages) || "
             "!self.strategy.stages.exists(s, has(s.mirror) && s.mirror)",
-            message="mirror stages need a router that can mirror (gatewayAPI or istio)",
+            message=f"mirror stages need a router that can mirror ({_listed(_MIRRORING)})",
             holds=_mirror_needs_router,
             field_path=".strategy.stages",
+        ),
+        Rule(
+            cel=f"!has(self.dryRun) || !self.dryRun || !{_NOT_MIRRORING} || "
+            "(!has(self.analysis) && !has(self.driftGate))",
+            message="a dry run evaluates the candidate on mirrored traffic, which needs a router "
+            f"that can mirror ({_listed(_MIRRORING)}); with this router the candidate gets no "
+            "traffic in a dry run, so its analysis and drift gate could never be judged",
+            holds=_dry_run_can_see_the_candidate,
+            field_path=".dryRun",
         ),
         Rule(
             cel=f"!({_NEEDS_SAMPLES_CEL}) || (has(self.analysis) && "
             "has(self.analysis.samplesQuery))",
             message="minSamples needs analysis.samplesQuery to count the candidate's requests",
             holds=_samples_query_when_needed,
+        ),
+        Rule(
+            cel="!has(self.strategy.stages) || !self.strategy.stages.exists(s, has(s.matchRate)) "
+            "|| has(self.analysis)",
+            message="matchRate reads the comparator's counter through analysis.prometheus: "
+            "set analysis",
+            holds=lambda m: m.analysis is not None or not m.strategy.has_match_rate,
         ),
         Rule(
             cel="!has(self.driftGate) || has(self.analysis)",

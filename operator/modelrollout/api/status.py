@@ -7,9 +7,10 @@ Conditions follow kstatus (Ready, Reconciling, Stalled) so that Flux, Argo CD an
 
 from __future__ import annotations
 
-from typing import Literal
+from datetime import UTC, datetime
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import AwareDatetime, Field, PlainSerializer, TypeAdapter
 
 from modelrollout.api.base import StatusModel
 
@@ -18,6 +19,22 @@ Phase = Literal[
 ]
 TERMINAL_PHASES: frozenset[str] = frozenset({"Succeeded", "RolledBack", "Failed"})
 HISTORY_LIMIT = 50
+
+
+def format_timestamp(moment: datetime) -> str:
+    """RFC 3339 in UTC to the second, as Kubernetes writes times."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# A point in time, timezone-aware in Python and RFC 3339 on the wire.
+Timestamp = Annotated[AwareDatetime, PlainSerializer(format_timestamp, when_used="json")]
+_TIMESTAMP: TypeAdapter[datetime] = TypeAdapter(AwareDatetime)
+
+
+def parse_timestamp(text: str) -> datetime:
+    """An RFC 3339 time from the API (metadata, Events), read as status reads its own."""
+    return _TIMESTAMP.validate_python(text)
+
 
 Verdict = Literal["pass", "fail", "abort", "nodata", "error", "inconclusive"]
 NoDataKind = Literal["empty", "nan", "inf", "multiple-series"]
@@ -31,8 +48,7 @@ class Condition(StatusModel):
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
     reason: str = Field(max_length=1024, description="One CamelCase word saying why.")
     message: str = Field("", max_length=32768, description="What happened, for a person.")
-    last_transition_time: str = Field(
-        json_schema_extra={"format": "date-time"},
+    last_transition_time: Timestamp = Field(
         description="When the status last changed.",
     )
     observed_generation: int = Field(
@@ -63,9 +79,7 @@ class MetricStatus(StatusModel):
     )
     consecutive_failures: int = Field(0, ge=0, description="Failed checks in a row this stage.")
     stage: int = Field(0, ge=0, description="Stage the check ran in (1-based).")
-    checked_at: str = Field(
-        json_schema_extra={"format": "date-time"}, description="When it was checked."
-    )
+    checked_at: Timestamp = Field(description="When it was checked.")
     p_value: float | None = Field(None, description="Comparison: Mann-Whitney p-value.")
     effect: float | None = Field(
         None, description="Comparison: candidate mean divided by stable mean."
@@ -123,16 +137,50 @@ class DriftStatus(StatusModel):
     features: list[FeatureDrift] = Field(
         default_factory=list, max_length=65, description="Per-feature PSI."
     )
-    checked_at: str = Field(
-        json_schema_extra={"format": "date-time"}, description="When it was checked."
-    )
+    checked_at: Timestamp = Field(description="When it was checked.")
     message: str | None = Field(None, max_length=4096, description="Detail, for a person.")
+
+
+CheckPoint = Literal["preRollout", "prePromotion", "postPromotion"]
+CheckPhase = Literal["Running", "Succeeded", "Failed"]
+
+
+class KpiStatus(StatusModel):
+    """One KPI a Job reported, as judged."""
+
+    name: str = Field(max_length=63, description="The KPI's name.")
+    value: float | None = Field(None, description="The value reported; unset if none.")
+    verdict: Literal["pass", "fail"] = Field(description="pass or fail.")
+
+
+class CheckStatus(StatusModel):
+    """One gate check in this run."""
+
+    point: CheckPoint = Field(description="preRollout, prePromotion or postPromotion.")
+    name: str = Field(max_length=40, description="The check's name from spec.checks.")
+    phase: CheckPhase = Field(description="Running, Succeeded or Failed.")
+    attempt: int = Field(1, ge=1, description="Attempt number, 1-based.")
+    started_at: Timestamp = Field(description="When this attempt began.")
+    finished_at: Timestamp | None = Field(None, description="When it ended.")
+    job: str | None = Field(None, max_length=63, description="The Job of a job check.")
+    message: str = Field("", max_length=1024, description="What happened, for a person.")
+    kpis: list[KpiStatus] = Field(default_factory=list, max_length=20, description="KPIs.")
+
+
+class ReceiverStatus(StatusModel):
+    """How notifications to one receiver are doing, since the operator started."""
+
+    receiver: str = Field(max_length=300, description="The receiver's name.")
+    delivered: int = Field(0, ge=0, description="Notifications delivered.")
+    failed: int = Field(0, ge=0, description="Notifications given up on after retries.")
+    last_error: str | None = Field(None, max_length=1024, description="The last failure.")
+    last_success: Timestamp | None = Field(None, description="When one was last delivered.")
 
 
 class HistoryEntry(StatusModel):
     """One transition, with the numbers that caused it."""
 
-    time: str = Field(json_schema_extra={"format": "date-time"}, description="When.")
+    time: Timestamp = Field(description="When.")
     from_phase: str = Field(alias="from", description="Phase before.")
     to_phase: str = Field(alias="to", description="Phase after.")
     stage: int = Field(0, ge=0, description="Stage number after the transition (1-based).")
@@ -156,9 +204,7 @@ class ModelRolloutStatus(StatusModel):
         description="Weight actually achieved (replicas router: the replica ratio), percent.",
     )
     mirroring: bool = Field(False, description="Whether stable traffic is mirrored now.")
-    stage_started_at: str | None = Field(
-        None, json_schema_extra={"format": "date-time"}, description="When this stage began."
-    )
+    stage_started_at: Timestamp | None = Field(None, description="When this stage began.")
     observed_generation: int = Field(
         0, ge=0, description="metadata.generation this status was computed from."
     )
@@ -181,7 +227,9 @@ class ModelRolloutStatus(StatusModel):
         None,
         ge=0,
         le=100,
-        description="Weight of the next stage while the candidate is made ready for it.",
+        description="replicas router: the weight the candidate keeps replicas for while the "
+        "other side grows: the next stage's while the candidate is made ready for it, the "
+        "last stage's while the stable grows back after a rollback.",
     )
     weight_confirmed: bool = Field(
         False, description="The routing object was seen carrying the current weight."
@@ -190,9 +238,8 @@ class ModelRolloutStatus(StatusModel):
     approved_stage: int = Field(
         0, ge=0, description="Last stage approved with the promote action (1-based)."
     )
-    finished_at: str | None = Field(
+    finished_at: Timestamp | None = Field(
         None,
-        json_schema_extra={"format": "date-time"},
         description="When the rollout reached Succeeded or RolledBack.",
     )
     scaled_down: bool = Field(
@@ -217,6 +264,17 @@ class ModelRolloutStatus(StatusModel):
     )
     samples: SamplesStatus | None = Field(None, description="Progress towards minSamples.")
     drift: DriftStatus | None = Field(None, description="The drift gate's last verdict.")
+    checks: list[CheckStatus] = Field(
+        default_factory=list, max_length=30, description="The gate checks of this run."
+    )
+    notifications: list[ReceiverStatus] = Field(
+        default_factory=list,
+        max_length=20,
+        description="This rollout's receivers, and the operator's that are failing.",
+    )
+    transitions: int = Field(
+        0, ge=0, description="Transitions so far: the sequence number of the last one."
+    )
     history: list[HistoryEntry] = Field(
         default_factory=list,
         max_length=HISTORY_LIMIT,

@@ -1,33 +1,33 @@
 """Observe the drift gate for one tick: the reference, the candidate's histograms
-from Prometheus, and the pure core's verdict.
+from the metrics source, and the pure core's verdict.
 
 The stable reference reads the stable's histograms over the same window, so both
-sides saw the same hours of the same traffic mix. At a 100% stage the stable serves
-nothing, so there is nothing to compare with: the gate is not re-checked there and
-status keeps the previous stage's verdict.
+sides saw the same hours of the same traffic mix.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
 
-from modelrollout.api.spec import DriftGate, ModelRolloutSpec
+from modelrollout.api.spec import DriftGate
 from modelrollout.api.status import DriftStatus
-from modelrollout.core.drift import Bins, BinsMismatch, FeatureObservation, judge
-from modelrollout.core.machine import Judgement
-from modelrollout.core.slo import QueryFailed, QueryRejected
-from modelrollout.kube.client import Kube, is_not_found
+from modelrollout.controller.references import ReferenceCache, ReferenceMissing
+from modelrollout.core.context import StageContext
+from modelrollout.core.drift import (
+    Bins,
+    BinsMismatch,
+    FeatureObservation,
+    gate_applies,
+    judge,
+    query_problem,
+    sides,
+)
+from modelrollout.core.types import Judgement, Series
 from modelrollout.metrics import histograms
-from modelrollout.metrics.prometheus import PrometheusSource
 from modelrollout.metrics.template import render
-from modelrollout.reference import Distribution, Reference, ReferenceProblem, parse_reference
-
-
-class ReferenceMissing(Exception):
-    """The reference ConfigMap does not exist (yet)."""
+from modelrollout.ports import MetricsSource
+from modelrollout.reference import Distribution, Reference, ReferenceProblem
 
 
 @dataclass(frozen=True)
@@ -38,141 +38,94 @@ class DriftObservation:
     judgement: Judgement | None
 
 
-class ReferenceCache:
-    """Parsed references by ConfigMap and resourceVersion: read every tick, parsed once."""
-
-    def __init__(self, kube: Kube) -> None:
-        self.kube = kube
-        self._parsed: dict[tuple[str, str, str], Reference] = {}
-
-    async def get(self, namespace: str, gate: DriftGate) -> Reference | None:
-        """The configMapRef reference (None for the stable reference). Raises
-        ReferenceMissing or ReferenceProblem naming the key and the problem."""
-        ref = gate.reference.config_map_ref
-        if ref is None:
-            return None
-        try:
-            config_map: Any = await self.kube.call(
-                self.kube.core.read_namespaced_config_map, ref.name, namespace
+def queries(ctx: StageContext) -> dict[str, dict[str, str]]:
+    """The gate's queries for each side it reads; raises on a bad selector template."""
+    gate = ctx.drift_gate
+    assert gate is not None
+    window = ctx.variables["window"]
+    out: dict[str, dict[str, str]] = {}
+    for side in sides(gate):
+        selector = render(gate.selector, ctx.for_side(side))
+        rendered = {
+            "features": histograms.feature_buckets_query(gate, selector, window),
+            "scrapes": histograms.scrapes_query(gate, selector, window),
+        }
+        if gate.score_histogram:
+            rendered["score"] = histograms.score_buckets_query(
+                gate.score_histogram, selector, window
             )
-        except Exception as error:
-            if is_not_found(error):
-                raise ReferenceMissing(f"ConfigMap {ref.name} not found") from error
-            raise
-        key = (namespace, ref.name, str(config_map.metadata.resource_version))
-        if key not in self._parsed:
-            text = (config_map.data or {}).get(ref.key)
-            if text is None:
-                raise ReferenceProblem(f"ConfigMap {ref.name} has no key {ref.key}")
-            reference = parse_reference(text, f"{ref.name}/{ref.key}")
-            _covers(reference, gate, f"ConfigMap {ref.name} key {ref.key}")
-            self._parsed = {k: v for k, v in self._parsed.items() if k[:2] != key[:2]}
-            self._parsed[key] = reference
-        return self._parsed[key]
-
-
-def _covers(reference: Reference, gate: DriftGate, where: str) -> None:
-    numeric = list(gate.features)
-    categorical = list(gate.categorical.features) if gate.categorical else []
-    for name in numeric + categorical:
-        found = reference.feature(name)
-        if found is None:
-            raise ReferenceProblem(f"{where}: no feature {name}")
-        if (found.edges is None) == (name in numeric):
-            kind = "numeric" if name in numeric else "categorical"
-            raise ReferenceProblem(f"{where}: feature {name} is {kind} in the gate, not there")
-    if gate.score_histogram and reference.score is None:
-        raise ReferenceProblem(f"{where}: no score distribution for {gate.score_histogram}")
-
-
-def queries(gate: DriftGate, variables: dict[str, str], side: str, window: str) -> dict[str, str]:
-    """The gate's queries for one side ("candidate" or "stable"); raises on a bad
-    selector template."""
-    target = {"target.deployment": variables[f"{side}.deployment"]}
-    selector = render(gate.selector, variables | target)
-    rendered = {
-        "features": histograms.feature_buckets_query(gate, selector, window),
-        "scrapes": histograms.scrapes_query(gate, selector, window),
-    }
-    if gate.score_histogram:
-        rendered["score"] = histograms.score_buckets_query(gate.score_histogram, selector, window)
-    if gate.categorical:
-        rendered["categories"] = histograms.categories_query(gate, selector, window)
-    return rendered
+        if gate.categorical:
+            rendered["categories"] = histograms.categories_query(gate, selector, window)
+        out[side] = rendered
+    return out
 
 
 async def observe(
-    spec: ModelRolloutSpec,
-    namespace: str,
-    stage: int,
+    ctx: StageContext,
     previous: DriftStatus | None,
-    variables: dict[str, str],
-    window: str,
-    source: PrometheusSource,
+    source: MetricsSource,
     references: ReferenceCache,
-    now: datetime,
 ) -> DriftObservation:
-    gate = spec.drift_gate
+    gate = ctx.drift_gate
     assert gate is not None
-    side_by_side = gate.reference.stable is not None
-    if side_by_side and spec.strategy.resolved_stages()[stage - 1].weight >= 100:
+    if not gate_applies(ctx):
         return DriftObservation(None, None)
     try:
-        reference = await references.get(namespace, gate)
+        reference = await references.get(ctx.namespace, gate)
     except ReferenceMissing as error:
         return DriftObservation(None, Judgement("pause", "ReferenceNotFound", str(error)))
     except ReferenceProblem as error:
         return DriftObservation(None, Judgement("invalid", "InvalidReference", str(error)))
-    sides = ["candidate", "stable"] if side_by_side else ["candidate"]
-    asked = {side: queries(gate, variables, side, window) for side in sides}
-    flat = [(side, what, q) for side, qs in asked.items() for what, q in qs.items()]
+    flat = [(side, what, q) for side, qs in queries(ctx).items() for what, q in qs.items()]
     answers = await asyncio.gather(*(source.vector(q) for _, _, q in flat))
-    seen: dict[str, dict[str, histograms.Series]] = {side: {} for side in sides}
+    seen: dict[str, dict[str, Series]] = {side: {} for side in sides(gate)}
     for (side, what, _), answer in zip(flat, answers, strict=True):
-        if isinstance(answer, QueryRejected):
-            message = f"Prometheus refused the drift gate's {what} query: {answer.message}"
-            return DriftObservation(None, Judgement("invalid", "InvalidQuery", message))
-        if isinstance(answer, QueryFailed):
-            message = f"drift gate: {answer.message}"
-            return DriftObservation(None, Judgement("pause", "AnalysisUnavailable", message))
+        problem = query_problem(what, answer)
+        if problem is not None:
+            return DriftObservation(None, problem)
         assert isinstance(answer, list)
         seen[side][what] = answer
-    observed = {side: histograms.observed_fraction(seen[side]["scrapes"]) for side in sides}
     try:
-        candidate = _bins(gate, seen["candidate"])
-        if reference is None:
-            stable = _bins(gate, seen["stable"])
-            observations = [
-                FeatureObservation(
-                    name,
-                    bins,
-                    stable[name],
-                    _observed(stable[name], observed["stable"]),
-                    _observed(bins, observed["candidate"]),
-                )
-                for name, bins in candidate.items()
-            ]
-        else:
-            observations = [
-                FeatureObservation(
-                    name,
-                    bins,
-                    *_from_reference(reference, gate, name),
-                    _observed(bins, observed["candidate"]),
-                )
-                for name, bins in candidate.items()
-            ]
+        observations = _observations(gate, reference, seen)
     except BinsMismatch as error:
         return DriftObservation(None, Judgement("invalid", "DriftBinsMismatch", str(error)))
-    outcome = judge(gate, observations, now, stage, previous)
+    outcome = judge(gate, observations, ctx.now, ctx.number, previous)
     return DriftObservation(outcome.status, outcome.judgement)
+
+
+def _observations(
+    gate: DriftGate, reference: Reference | None, seen: dict[str, dict[str, Series]]
+) -> list[FeatureObservation]:
+    observed = {side: histograms.observed_fraction(seen[side]["scrapes"]) for side in seen}
+    candidate = _bins(gate, seen["candidate"])
+    if reference is None:
+        stable = _bins(gate, seen["stable"])
+        return [
+            FeatureObservation(
+                name,
+                bins,
+                stable[name],
+                _observed(stable[name], observed["stable"]),
+                _observed(bins, observed["candidate"]),
+            )
+            for name, bins in candidate.items()
+        ]
+    return [
+        FeatureObservation(
+            name,
+            bins,
+            *_from_reference(reference, gate, name),
+            _observed(bins, observed["candidate"]),
+        )
+        for name, bins in candidate.items()
+    ]
 
 
 def _observed(bins: Bins | None, fraction: float) -> float | None:
     return bins.total * fraction if bins is not None else None
 
 
-def _bins(gate: DriftGate, answers: dict[str, histograms.Series]) -> dict[str, Bins | None]:
+def _bins(gate: DriftGate, answers: dict[str, Series]) -> dict[str, Bins | None]:
     bins = histograms.feature_bins(answers["features"], gate.features)
     if gate.categorical:
         categorical = gate.categorical

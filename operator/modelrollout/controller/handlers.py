@@ -1,4 +1,4 @@
-"""The only kopf decorators in the project.
+"""The only kopf decorators in the project; each hands over to controller/ at once.
 
 One daemon per ModelRollout drives it; several change handlers on one object can
 lose update events (kopf #1072, #1178). A cheap event handler wakes the daemon
@@ -8,26 +8,25 @@ interval to notice.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
+import os
 from typing import Any
 
 import kopf
-from pydantic import ValidationError
 
 from modelrollout import telemetry
+from modelrollout.api.objects import ObjectKind, ObjectRef
 from modelrollout.api.resource import ACTION_ANNOTATION, FINALIZER, GROUP, PLURAL, VERSION
-from modelrollout.api.spec import ModelRolloutSpec
-from modelrollout.api.status import TERMINAL_PHASES
-from modelrollout.controller.analysis import MetricsSources
-from modelrollout.controller.reconcile import Logger, claimant_of, reconcile, release
-from modelrollout.core.machine import PREFLIGHT_REASONS
-from modelrollout.core.targets import Claimant, claimed_objects
+from modelrollout.controller.adapters import Adapters
+from modelrollout.controller.daemon import drive, forget_wake, wake_event
+from modelrollout.controller.notifications import ENVIRONMENT as RECEIVERS_ENVIRONMENT
+from modelrollout.controller.notifications import operator_receivers
+from modelrollout.controller.reconcile import Logger, release
+from modelrollout.core.phases import needs_driving
+from modelrollout.core.targets import Claimant, claims_of, routing_kinds
+from modelrollout.egress import AddressPolicy
 from modelrollout.kube.client import Kube
 
-ERROR_BACKOFF_SECONDS = 5.0
 WATCH_SERVER_TIMEOUT_SECONDS = 300
 WATCH_CLIENT_TIMEOUT_SECONDS = 330  # longer than the server's, so a frozen watch is noticed
 
@@ -43,16 +42,20 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.client_timeout = WATCH_CLIENT_TIMEOUT_SECONDS
     settings.watching.connect_timeout = 10
     settings.posting.level = logging.INFO
-    memo.kube = Kube.from_environment()
+    receivers = operator_receivers(os.environ.get(RECEIVERS_ENVIRONMENT))
+    policy = AddressPolicy.from_environment()
+    memo.adapters = Adapters.for_kube(Kube.from_environment(), policy, receivers=receivers)
     memo.driven = set()  # uids of rollouts whose daemon here runs or released them
-    memo.sources = MetricsSources(memo.kube, ThreadPoolExecutor(8, thread_name_prefix="prometheus"))
+    # kopf gives each object a shallow copy of this memo: containers made here are
+    # shared by every handler, of every resource (a route's event wakes a rollout).
+    memo.wakes = {}
+    memo.seen = {}
 
 
 @kopf.on.cleanup()
 async def close(memo: kopf.Memo, **_: Any) -> None:
-    for resource in ("sources", "kube"):
-        if memo.get(resource) is not None:
-            memo[resource].close()
+    if memo.get("adapters") is not None:
+        await memo.adapters.close()
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
@@ -66,64 +69,46 @@ def rollout_claims(
 ) -> dict[tuple[str, str, str], Claimant]:
     """Objects claimed by each active rollout, for conflict checks without API calls.
     It sees every stored version of every rollout, so it also keeps the gauges."""
-    if namespace is not None:
-        telemetry.record_state(namespace, name, dict(status))
-    if namespace is None or status.get("phase") in TERMINAL_PHASES:
+    if namespace is None:
         return {}
-    try:
-        parsed = ModelRolloutSpec.model_validate(dict(spec))
-    except ValidationError:
-        return {}
-    me = claimant_of(name, meta, status)
-    return {(namespace, ref.kind, ref.name): me for ref in claimed_objects(parsed)}
-
-
-def _wake_event(memo: kopf.Memo) -> asyncio.Event:
-    if "wake" not in memo:
-        memo.wake = asyncio.Event()
-    event: asyncio.Event = memo.wake
-    return event
+    telemetry.record_state(namespace, name, dict(status))
+    claimed: list[tuple[ObjectRef, Claimant]] = claims_of(name, meta, spec, status)
+    return {(namespace, ref.kind, ref.name): me for ref, me in claimed}
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
 async def wake_on_change(body: kopf.Body, memo: kopf.Memo, type: str, **_: Any) -> None:
     """Wake the daemon for a new generation or action, not for our own status writes."""
+    namespace, name = str(body.metadata.namespace), str(body.metadata.name)
     if type == "DELETED":
-        telemetry.forget(str(body.metadata.namespace), str(body.metadata.name))
+        telemetry.forget(namespace, name)
         memo.driven.discard(str(body.metadata.uid))
+        memo.adapters.versions.pop(str(body.metadata.uid), None)
+        forget_wake(memo, namespace, name)
         return
     key = (body.metadata.get("generation"), body.metadata.annotations.get(ACTION_ANNOTATION))
-    if memo.get("seen") != key:
-        memo.seen = key
-        _wake_event(memo).set()
+    seen: dict[tuple[str, str], Any] = memo.seen
+    if seen.get((namespace, name)) != key:
+        seen[(namespace, name)] = key
+        wake_event(memo, namespace, name).set()
 
 
-def needs_driving(body: kopf.Body, **_: Any) -> bool:
-    """Whether a rollout needs its daemon (and so kopf's finalizer).
-
-    A finished rollout with nothing left to do has neither, so uninstalling the
-    operator never leaves finished rollouts undeletable. A spec change or an action
-    annotation brings the daemon back.
-    """
-    status = body.get("status") or {}
-    if status.get("phase") not in TERMINAL_PHASES:
-        return True
-    if body.metadata.annotations.get(ACTION_ANNOTATION):
-        return True
-    if status.get("observedGeneration") != body.metadata.get("generation"):
-        return True
-    conditions: list[dict[str, Any]] = status.get("conditions", [])
-    stalled = next((c for c in conditions if c.get("type") == "Stalled"), {})
-    if status.get("phase") == "Failed" and stalled.get("reason") in PREFLIGHT_REASONS:
-        return True
-    return _scale_down_pending(body.spec, status)
+def _watch_routes(kind: ObjectKind) -> None:
+    @kopf.on.event(kind.group, kind.version, kind.plural)
+    async def wake_claimants(
+        body: kopf.Body, memo: kopf.Memo, namespace: str | None, type: str, **kwargs: Any
+    ) -> None:
+        """A routing object changed: keep it for the reads of the next pass, and wake
+        the rollouts that drive it, so a write by someone else (a GitOps sync, a
+        person) is reasserted at once instead of at the next tick."""
+        memo.adapters.objects.seen(kind, dict(body), deleted=type == "DELETED")
+        claims: kopf.Index[tuple[str, str, str], Claimant] = kwargs["rollout_claims"]
+        for claimant in claims.get((str(namespace), kind.kind, str(body.metadata.name)), ()):
+            wake_event(memo, str(namespace), claimant.name).set()
 
 
-def _scale_down_pending(spec: kopf.Spec, status: Mapping[str, Any]) -> bool:
-    side = {"Succeeded": "stable", "RolledBack": "candidate"}.get(status.get("phase", ""))
-    if side is None or status.get("scaledDown"):
-        return False
-    return bool((spec.get(side) or {}).get("scaleDownDelay"))
+for _kind in routing_kinds():
+    _watch_routes(_kind)
 
 
 # The backoff lets a stopped daemon finish its pass (and, on deletion, give traffic
@@ -135,7 +120,7 @@ def _scale_down_pending(spec: kopf.Spec, status: Mapping[str, Any]) -> bool:
     initial_delay=0,
     cancellation_backoff=20,
     cancellation_timeout=10,
-    when=needs_driving,
+    when=lambda body, **_: needs_driving(body),
 )
 async def drive_rollout(
     body: kopf.Body,
@@ -144,33 +129,16 @@ async def drive_rollout(
     logger: Logger,
     **kwargs: Any,
 ) -> None:
-    claims: kopf.Index[tuple[str, str, str], Claimant] = kwargs["rollout_claims"]
-    wake = _wake_event(memo)
-    driven: set[str] = memo.driven
     uid = str(body.metadata.uid)
-    driven.add(uid)
+    memo.driven.add(uid)
     deleted = False
     try:
-        while not stopped:
-            wake.clear()
-            try:
-                with telemetry.timed(telemetry.RECONCILE):
-                    delay = await reconcile(memo.kube, memo.sources, body, claims, logger)
-            except Exception:
-                telemetry.RECONCILE_ERRORS.inc()
-                logger.exception("reconcile failed; retrying in %.0fs", ERROR_BACKOFF_SECONDS)
-                delay = ERROR_BACKOFF_SECONDS
-            await _sleep(stopped, wake, delay)
-        # after the last pass, so no write of this daemon can follow the release
-        reason = stopped.reason or kopf.DaemonStoppingReason(0)
-        deleted = kopf.DaemonStoppingReason.RESOURCE_DELETED in reason
-        if deleted:
-            await release(memo.kube, body, logger)
-        if kopf.DaemonStoppingReason.OPERATOR_PAUSING in reason:
-            telemetry.forget_states()  # a peer of higher priority took over
+        claims = kwargs["rollout_claims"]
+        wake = wake_event(memo, str(body.metadata.namespace), str(body.metadata.name))
+        deleted = await drive(memo.adapters, body, claims, wake, stopped, logger)
     finally:
         if not deleted:  # a deleted one stays until the object is gone (wake_on_change)
-            driven.discard(uid)
+            memo.driven.discard(uid)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
@@ -180,13 +148,4 @@ async def release_undriven(body: kopf.Body, memo: kopf.Memo, logger: Logger, **_
     back instead. `optional`: it adds no finalizer of its own (the daemon's is enough).
     kopf may call it again while the daemon winds down, so it keys on the daemon."""
     if str(body.metadata.uid) not in memo.driven:
-        await release(memo.kube, body, logger)
-
-
-async def _sleep(stopped: kopf.DaemonStopped, wake: asyncio.Event, delay: float) -> None:
-    waiters = {asyncio.ensure_future(stopped.wait()), asyncio.ensure_future(wake.wait())}
-    try:
-        await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
+        await release(memo.adapters, body, logger)

@@ -19,47 +19,41 @@ import kopf
 from pydantic import ValidationError
 
 from modelrollout import telemetry
+from modelrollout.api.objects import CONFIG_MAP, DEPLOYMENT, SERVICE, ObjectRef
 from modelrollout.api.resource import ACTION_ANNOTATION
 from modelrollout.api.spec import ModelRolloutSpec
-from modelrollout.api.status import TERMINAL_PHASES, ModelRolloutStatus
-from modelrollout.controller import analysis
-from modelrollout.controller.analysis import MetricsSources, TickAnalysis, analysis_due
-from modelrollout.core.conditions import kstatus_conditions
-from modelrollout.core.machine import (
+from modelrollout.api.status import ModelRolloutStatus
+from modelrollout.controller import analysis, checks
+from modelrollout.controller.adapters import Adapters
+from modelrollout.controller.notifications import health, rollout_receivers, send
+from modelrollout.core.context import StageContext, stage_context
+from modelrollout.core.machine import reject_spec, route_target, step
+from modelrollout.core.phases import analysis_due, awaiting_start, release_target
+from modelrollout.core.targets import claim_conflicts, claimant_of, claimed_objects, routing_object
+from modelrollout.core.types import (
     ConsumeAction,
     Decision,
     EmitEvent,
     Judgement,
     Observations,
-    RouteTarget,
+    RunCheck,
     Scale,
     SetRoute,
+    StopCheck,
     Workload,
-    awaiting_start,
-    route_target,
-    step,
 )
-from modelrollout.core.targets import Claimant, ObjectRef, claim_conflicts, claimed_objects
-from modelrollout.kube.apply import apply_deployment_replicas, read_deployment
-from modelrollout.kube.client import Kube, is_conflict, is_not_found
+from modelrollout.egress import AddressNotAllowed
+from modelrollout.kube.client import is_conflict, is_not_found
 from modelrollout.kube.status import read_rollout, remove_annotation, write_status
-from modelrollout.ports import Manifest, Snapshot
+from modelrollout.ports import Manifest, MetricsSource, Snapshot
 from modelrollout.routers import router_for
-from modelrollout.routers.weights import RouteProblem
+from modelrollout.routers.mesh import RouteProblem
+from modelrollout.routers.replicas import scale
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 ClaimsIndex = Mapping[tuple[str, str, str], Any]
 
 CONFLICT_RETRY_SECONDS = 1.0
-INVALID_SPEC_RECHECK_SECONDS = 60.0
-
-
-def claimant_of(name: str, meta: Mapping[str, Any], status: Mapping[str, Any]) -> Claimant:
-    return Claimant(
-        not_started=int(status.get("stage") or 0) == 0,
-        created=str(meta.get("creationTimestamp", "")),
-        name=name,
-    )
 
 
 def workload(deployment: Manifest | None) -> Workload | None:
@@ -74,55 +68,68 @@ def workload(deployment: Manifest | None) -> Workload | None:
 
 
 async def reconcile(
-    kube: Kube, sources: MetricsSources, body: kopf.Body, claims: ClaimsIndex, logger: Logger
+    adapters: Adapters, body: kopf.Body, claims: ClaimsIndex, logger: Logger
 ) -> float:
     """Run one pass over a rollout; return the seconds until the next one is due.
 
-    The pass reads the rollout afresh instead of trusting kopf's `body`: the watch
-    event of our own last write may not have arrived yet, and a pass on the status
-    before that write would undo it (restore the weight a rollback just removed)."""
+    The pass never works on a version older than its own last write: a pass on the
+    status before that write would undo it (restore the weight a rollback just
+    removed). kopf's `body` is used when it is exactly the version this daemon last
+    wrote or read; else (the watch has not caught up, or someone else wrote) the
+    rollout is read afresh."""
     namespace, name = str(body.metadata.namespace), str(body.metadata.name)
-    rollout = await _read_own(kube, namespace, name, str(body.metadata.uid))
+    uid = str(body.metadata.uid)
+    known = adapters.versions.get(uid)
+    if known is not None and known == body.metadata.get("resourceVersion"):
+        rollout: Manifest | None = dict(body)
+    else:
+        rollout = await _read_own(adapters, namespace, name, uid)
     if rollout is None:
         return CONFLICT_RETRY_SECONDS  # deleted or replaced: kopf stops this daemon
-    metadata: dict[str, Any] = rollout["metadata"]
-    generation = int(metadata.get("generation", 0))
+    generation = int(rollout["metadata"].get("generation", 0))
     raw_status: dict[str, Any] = dict(rollout.get("status") or {})
     status = ModelRolloutStatus.model_validate(raw_status)
     now = datetime.now(UTC)
     spec: ModelRolloutSpec | None = None
-    checks = None
+    observations = Observations(generation)
     try:
         spec = ModelRolloutSpec.model_validate(rollout.get("spec") or {})
     except ValidationError as error:
-        decision = _invalid_spec(status, generation, error, now)
+        decision = reject_spec(status, generation, _problems(error), now)
     else:
-        observations = await _observe(
-            kube, sources, namespace, rollout, spec, status, claims, generation, now
-        )
+        observations = await _observe(adapters, rollout, spec, status, claims, generation, now)
         decision = step(spec, status, observations, now)
-        checks = observations.metrics
-
     try:
-        await _persist(kube, namespace, name, rollout, raw_status, decision)
+        adapters.versions[uid] = await _persist(
+            adapters, namespace, name, rollout, raw_status, decision
+        )
     except Exception as error:
+        adapters.versions.pop(uid, None)
         if is_conflict(error):
             logger.info("the rollout changed while reconciling; retrying with the new version")
             return CONFLICT_RETRY_SECONDS
         raise
-    after = decision.status
-    started_rollback = after.phase == "RollingBack" and status.phase != "RollingBack"
-    reason = after.history[-1].reason if started_rollback and after.history else None
-    telemetry.record_pass(namespace, name, checks, reason)
-    if spec is not None:
-        await _act(kube, namespace, body, spec, decision, logger)
-    return decision.requeue_after or INVALID_SPEC_RECHECK_SECONDS
+    telemetry.record_pass(namespace, name, observations.metrics, decision.rollback)
+    await _act(adapters, rollout, body, spec, decision, logger)
+    if decision.notices and spec is not None:
+        receivers = adapters.receivers + await rollout_receivers(
+            adapters.objects, namespace, name, spec
+        )
+        for notice in decision.notices:
+            send(adapters.notifier, receivers, rollout, decision.status, notice)
+    return decision.requeue_after or CONFLICT_RETRY_SECONDS
 
 
-async def _read_own(kube: Kube, namespace: str, name: str, uid: str) -> dict[str, Any] | None:
+def _problems(error: ValidationError) -> str:
+    return "; ".join(
+        f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
+    )
+
+
+async def _read_own(adapters: Adapters, namespace: str, name: str, uid: str) -> Manifest | None:
     """The stored rollout, or None once it is gone or a new object took its name."""
     try:
-        rollout = await read_rollout(kube, namespace, name)
+        rollout = await read_rollout(adapters.kube, namespace, name)
     except Exception as error:
         if is_not_found(error):
             return None
@@ -131,18 +138,19 @@ async def _read_own(kube: Kube, namespace: str, name: str, uid: str) -> dict[str
 
 
 async def _persist(
-    kube: Kube,
+    adapters: Adapters,
     namespace: str,
     name: str,
     rollout: Mapping[str, Any],
     raw_status: dict[str, Any],
     decision: Decision,
-) -> None:
+) -> str:
     """Consume the action annotation, then write the status, each guarded by the
-    resourceVersion. A conflict caused by metadata alone (kopf adding its finalizer,
-    say) is retried on the fresh version: the spec and status the decision came from
-    are unchanged. Anything else is not: the pass is recomputed from the new version."""
-    metadata = rollout["metadata"]
+    resourceVersion; return the version stored last. A conflict caused by metadata
+    alone (kopf adding its finalizer, say) is retried on the fresh version: the spec
+    and status the decision came from are unchanged. Anything else is not: the pass is
+    recomputed from the new version."""
+    kube, metadata = adapters.kube, rollout["metadata"]
     version = str(metadata.get("resourceVersion"))
     consume = next((a.name for a in decision.actions if isinstance(a, ConsumeAction)), None)
     for attempt in range(3):
@@ -152,8 +160,9 @@ async def _persist(
                 consume = None
             if decision.changed:
                 new_status = decision.status.to_wire()
-                await write_status(kube, namespace, name, version, raw_status, new_status)
-            return
+                written = await write_status(kube, namespace, name, version, raw_status, new_status)
+                version = str(written["metadata"]["resourceVersion"])
+            return version
         except Exception as error:
             if not is_conflict(error) or attempt == 2:
                 raise
@@ -166,37 +175,44 @@ async def _persist(
             if not unchanged or (consume and annotations.get(ACTION_ANNOTATION) != consume):
                 raise
             version = str(current["metadata"]["resourceVersion"])
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 async def _observe(
-    kube: Kube,
-    sources: MetricsSources,
-    namespace: str,
-    rollout: Mapping[str, Any],
+    adapters: Adapters,
+    rollout: Manifest,
     spec: ModelRolloutSpec,
     status: ModelRolloutStatus,
     claims: ClaimsIndex,
     generation: int,
     now: datetime,
 ) -> Observations:
+    metadata = rollout["metadata"]
+    namespace = str(metadata["namespace"])
+    objects = adapters.objects
     stable, candidate = await asyncio.gather(
-        read_deployment(kube, namespace, spec.stable.deployment),
-        read_deployment(kube, namespace, spec.candidate.deployment),
+        objects.get(DEPLOYMENT, namespace, spec.stable.deployment),
+        objects.get(DEPLOYMENT, namespace, spec.candidate.deployment),
     )
     snapshot = Snapshot(stable, candidate)
-    router = router_for(spec, kube, namespace)
-    route = await router.observe(route_target(status), snapshot)
+    router = router_for(spec, objects, namespace)
+    route = await router.observe(route_target(spec, status), snapshot)
     missing: list[str] = []
     conflicts: list[str] = []
-    tick: TickAnalysis | None = None
+    tick: analysis.TickAnalysis | None = None
     judgement: Judgement | None = None
-    if analysis_due(spec, status):
-        tick = await analysis.observe(spec, status, namespace, sources, now)
-        judgement = tick.judgement
+    judged_now = analysis_due(spec, status) or awaiting_start(status)
+    if judged_now and spec.analysis is not None:
+        context = stage_context(spec, status, namespace, now, rollout=str(metadata["name"]))
+        try:
+            source = await adapters.connections.source(spec.analysis.prometheus, namespace)
+        except AddressNotAllowed as error:
+            judgement = Judgement("invalid", "AddressNotAllowed", str(error))
+        else:
+            tick, judgement = await _judge(adapters, context, status, source)
+    seen_checks = await checks.observe(adapters, rollout, spec, status)
     if awaiting_start(status):
-        judgement = await analysis.preflight(spec, namespace, sources)
-        missing = await _missing_before_start(kube, namespace, spec, snapshot, route is None)
-        metadata = rollout["metadata"]
+        missing = await _missing_before_start(adapters, namespace, spec, snapshot, route is None)
         me = claimant_of(str(metadata["name"]), metadata, rollout.get("status") or {})
         claimants = {
             ref: list(claims.get((namespace, ref.kind, ref.name), ()))
@@ -211,16 +227,33 @@ async def _observe(
         candidate=workload(candidate),
         route=route,
         judgement=judgement,
-        action=(rollout["metadata"].get("annotations") or {}).get(ACTION_ANNOTATION),
+        action=(metadata.get("annotations") or {}).get(ACTION_ANNOTATION),
         metrics=tuple(tick.outcome.metrics) if tick else None,
         samples=tick.outcome.samples if tick else None,
         analysis_errors=tick.outcome.errors if tick else None,
         drift=tick.drift if tick else None,
+        checks=seen_checks,
+        notifications=health(
+            adapters.notifier, namespace, str(metadata["name"]), spec, adapters.receivers
+        ),
     )
 
 
+async def _judge(
+    adapters: Adapters, context: StageContext, status: ModelRolloutStatus, source: MetricsSource
+) -> tuple[analysis.TickAnalysis | None, Judgement | None]:
+    """Preflight before stage 1, else this stage's analysis and drift gate."""
+    if awaiting_start(status):
+        return None, await analysis.preflight(context, source, adapters.references)
+    tick = await analysis.observe(
+        context, status.analysis, status.analysis_errors, status.drift, source,
+        adapters.references,
+    )  # fmt: skip
+    return tick, tick.judgement
+
+
 async def _missing_before_start(
-    kube: Kube,
+    adapters: Adapters,
     namespace: str,
     spec: ModelRolloutSpec,
     snapshot: Snapshot,
@@ -228,80 +261,73 @@ async def _missing_before_start(
 ) -> list[str]:
     """Everything a rollout needs, named, before it moves any traffic."""
     missing = [
-        str(ObjectRef("Deployment", name))
+        ObjectRef(DEPLOYMENT.kind, name)
         for name, found in (
             (spec.stable.deployment, snapshot.stable),
             (spec.candidate.deployment, snapshot.candidate),
         )
         if found is None
     ]
-    for service in (spec.stable.service, spec.candidate.service):
-        if service is None:
-            continue
-        try:
-            await kube.call(kube.core.read_namespaced_service, service, namespace)
-        except Exception as error:
-            if not is_not_found(error):
-                raise
-            missing.append(str(ObjectRef("Service", service)))
     gate = spec.drift_gate
     reference = gate.reference.config_map_ref if gate else None
-    if reference is not None:
-        try:
-            await kube.call(kube.core.read_namespaced_config_map, reference.name, namespace)
-        except Exception as error:
-            if not is_not_found(error):
-                raise
-            missing.append(str(ObjectRef("ConfigMap", reference.name)))
-    routing = spec.traffic_routing
-    if route_missing and routing.gateway_api is not None:
-        missing.append(str(ObjectRef("HTTPRoute", routing.gateway_api.http_route)))
-    if route_missing and routing.istio is not None:
-        missing.append(str(ObjectRef("VirtualService", routing.istio.virtual_service)))
-    return missing
+    needed = [
+        *((SERVICE, s) for s in (spec.stable.service, spec.candidate.service) if s),
+        *([(CONFIG_MAP, reference.name)] if reference else []),
+    ]
+    for kind, name in needed:
+        if await adapters.objects.get(kind, namespace, name) is None:
+            missing.append(ObjectRef(kind.kind, name))
+    route = routing_object(spec.traffic_routing)
+    if route_missing and route is not None:
+        missing.append(route.ref)
+    return [str(ref) for ref in missing]
 
 
 async def _act(
-    kube: Kube,
-    namespace: str,
+    adapters: Adapters,
+    rollout: Manifest,
     body: kopf.Body,
-    spec: ModelRolloutSpec,
+    spec: ModelRolloutSpec | None,
     decision: Decision,
     logger: Logger,
 ) -> None:
-    router = router_for(spec, kube, namespace)
+    namespace = str(rollout["metadata"]["namespace"])
     for action in decision.actions:
-        if isinstance(action, SetRoute):
+        if isinstance(action, SetRoute) and spec is not None:
             try:
-                await router.apply(action.target)
+                await router_for(spec, adapters.objects, namespace).apply(action.target)
             except RouteProblem as problem:
                 logger.warning(f"routing not applied: {problem}")
         elif isinstance(action, Scale):
-            await apply_deployment_replicas(kube, namespace, action.deployment, action.replicas)
+            await scale(adapters.objects, namespace, action.deployment, action.replicas)
+        elif isinstance(action, RunCheck) and spec is not None:
+            await checks.start(adapters, rollout, spec, action)
+        elif isinstance(action, StopCheck) and spec is not None:
+            await checks.stop(adapters, rollout, spec, action)
         elif isinstance(action, EmitEvent):
             kopf.event(body, type=action.type, reason=action.reason, message=action.message)
             log = logger.warning if action.type == "Warning" else logger.info
             log(f"{action.reason}: {action.message}")
 
 
-async def release(kube: Kube, body: kopf.Body, logger: Logger) -> None:
+async def release(adapters: Adapters, body: kopf.Body, logger: Logger) -> None:
     """The rollout is being deleted: give all traffic back to the stable if it was
     mid-flight. Missing targets are not an error; there is nothing left to restore.
     The stored status is read afresh, as in `reconcile`: kopf's may lag our last write."""
     namespace, name = str(body.metadata.namespace), str(body.metadata.name)
     rollout: Mapping[str, Any] = (
-        await _read_own(kube, namespace, name, str(body.metadata.uid)) or body
+        await _read_own(adapters, namespace, name, str(body.metadata.uid)) or body
     )
     status = ModelRolloutStatus.model_validate(dict(rollout.get("status") or {}))
-    if status.phase in TERMINAL_PHASES or status.stage == 0:
+    target = release_target(status)
+    if target is None:
         return
     try:
         spec = ModelRolloutSpec.model_validate(dict(rollout.get("spec") or {}))
     except ValidationError:
         return
-    target = RouteTarget(0, False, 0, status.total_replicas)
     try:
-        await router_for(spec, kube, namespace).apply(target)
+        await router_for(spec, adapters.objects, namespace).apply(target)
     except RouteProblem as problem:
         logger.info(f"nothing to restore on deletion: {problem}")
         return
@@ -313,26 +339,3 @@ async def release(kube: Kube, body: kopf.Body, logger: Logger) -> None:
     message = f"deleted at stage {status.stage} ({status.weight}%): the stable serves all traffic"
     kopf.event(body, type="Normal", reason="Released", message=message)
     logger.info(message)
-
-
-def _invalid_spec(
-    status: ModelRolloutStatus, generation: int, error: ValidationError, now: datetime
-) -> Decision:
-    """A spec the API server admitted but we cannot read (an older CRD, say)."""
-    problems = "; ".join(
-        f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
-    )
-    message = f"invalid spec: {problems}; no traffic was moved"
-    new = status.model_copy(deep=True)
-    new.phase, new.message, new.observed_generation = "Failed", message, generation
-    new.conditions = kstatus_conditions(
-        new.conditions,
-        phase="Failed",
-        reason="InvalidSpec",
-        message=message,
-        now=now,
-        generation=generation,
-    )
-    changed = new != status
-    actions = (EmitEvent("Warning", "InvalidSpec", message),) if changed else ()
-    return Decision(new, actions, INVALID_SPEC_RECHECK_SECONDS, changed=changed)

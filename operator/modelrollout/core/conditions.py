@@ -14,8 +14,9 @@ READY, RECONCILING, STALLED = "Ready", "Reconciling", "Stalled"
 _IN_PROGRESS: frozenset[str] = frozenset({"Pending", "Progressing", "Paused", "RollingBack"})
 
 
-def timestamp(now: datetime) -> str:
-    return now.strftime("%Y-%m-%dT%H:%M:%SZ")
+def timestamp(now: datetime) -> datetime:
+    """`now` to the second, as status stores it: what is compared is what is stored."""
+    return now.replace(microsecond=0)
 
 
 def set_condition(

@@ -34,7 +34,8 @@ from scipy.stats import chi2
 from modelrollout.api.spec import DriftGate
 from modelrollout.api.status import DriftStatus, DriftVerdict, FeatureDrift
 from modelrollout.core.conditions import timestamp
-from modelrollout.core.machine import Judgement
+from modelrollout.core.context import StageContext
+from modelrollout.core.types import Judgement, QueryFailed, QueryRejected, Reading, Series
 
 EPSILON = 1e-4
 EDGE_RTOL = 1e-9
@@ -149,11 +150,13 @@ def judge(
     stage: int = 1,
     previous: DriftStatus | None = None,
 ) -> DriftOutcome:
-    """The gate's verdict: per feature, then on the aggregate (mean or max).
+    """The gate's verdict: per feature, then on the aggregate (mean or max), and on
+    each feature against featureMax.
 
     The aggregate's critical value is conservative under any correlation between
     features: for the mean, the mean of the features' critical values; for the max,
-    each feature's at confidence 1 - (1 - confidence) / K (Bonferroni)."""
+    each feature's at confidence 1 - (1 - confidence) / K (Bonferroni). A single
+    feature beyond featureMax counts only beyond that corrected critical value too."""
     looks_before = previous.looks if previous is not None and previous.stage == stage else 0
     confidence = look_confidence(gate.confidence, looks_before + 1)
     rows = [_feature(gate, f, confidence) for f in features]
@@ -162,15 +165,19 @@ def judge(
     thin = [r for r in rows if r.verdict == "inconclusive"]
     scored = [r for r in rows if r.row.psi is not None]
     aggregate = critical = None
+    outliers: list[FeatureDrift] = []
     if scored and len(scored) == len(rows):
         values = [r.row.psi for r in scored if r.row.psi is not None]
+        corrected = 1 - (1 - confidence) / len(rows)
+        alone = [_feature(gate, f, corrected) for f in features]
+        outliers = [r.row for r in alone if r.row.psi is not None and r.row.psi > gate.feature_max
+                    and r.row.psi > r.critical]  # fmt: skip
         if gate.aggregate == "mean":
             aggregate = float(np.mean(values))
             critical = float(np.mean([r.row.critical_value for r in scored]))
         else:
             aggregate = max(values)
-            corrected = 1 - (1 - confidence) / len(rows)
-            critical = max(_feature(gate, f, corrected).critical for f in features)
+            critical = max(r.critical for r in alone)
     verdict: DriftVerdict
     if problems:
         verdict, message = "invalid", "; ".join(problems)
@@ -182,8 +189,8 @@ def judge(
         message = "; ".join(r.message for r in thin if r.message)
     else:
         assert aggregate is not None and critical is not None
-        verdict = _band(gate, aggregate, critical)
-        message = _summary(gate, aggregate, critical, verdict, rows)
+        verdict = "drift" if outliers else _band(gate, aggregate, critical)
+        message = _summary(gate, aggregate, critical, verdict, rows, outliers)
     conclusive = verdict in ("stable", "warn", "drift")
     status = DriftStatus(
         aggregate=aggregate,
@@ -249,7 +256,12 @@ def _band(gate: DriftGate, value: float, critical: float) -> DriftVerdict:
 
 
 def _summary(
-    gate: DriftGate, aggregate: float, critical: float, verdict: DriftVerdict, rows: list[_Row]
+    gate: DriftGate,
+    aggregate: float,
+    critical: float,
+    verdict: DriftVerdict,
+    rows: list[_Row],
+    outliers: list[FeatureDrift],
 ) -> str:
     ranked = sorted(
         (r.row for r in rows if r.row.psi is not None), key=lambda f: f.psi or 0, reverse=True
@@ -257,8 +269,13 @@ def _summary(
     named = [f for f in ranked if f.verdict in ("drift", "warn")] or ranked[:1]
     listed = ", ".join(f"{f.feature} {f.psi:.4f}" for f in named)
     where = f"{gate.aggregate} PSI {aggregate:.4f} (critical value {critical:.4f})"
-    if verdict == "drift":
-        return f"drift: {where} > max {gate.max:g}; features: {listed}"
+    alone = ", ".join(f"{f.feature} {f.psi:.4f}" for f in outliers)
+    beyond = f"feature {alone} > featureMax {gate.feature_max:g}"
+    if aggregate > critical and aggregate > gate.max:
+        whole = f"drift: {where} > max {gate.max:g}; features: {listed}"
+        return f"{whole}; {beyond}" if outliers else whole
+    if outliers:
+        return f"drift: {beyond}; {where}"
     if verdict == "warn":
         return f"drift warning: {where} > warn {gate.warn:g}; features: {listed}"
     return f"no drift: {where}; highest: {listed}"
@@ -303,3 +320,26 @@ def _floats(values: Sequence[float] | Floats) -> Floats:
 def _edges(keys: tuple[float, ...] | tuple[str, ...]) -> str:
     shown = ", ".join(f"{k:g}" if isinstance(k, float) else k for k in keys[:12])
     return f"[{shown}{', ...' if len(keys) > 12 else ''}]"
+
+
+def gate_applies(ctx: StageContext) -> bool:
+    """Against the stable's live traffic there is nothing to compare with once the
+    stable serves nothing (a 100% stage): the gate keeps its last verdict there."""
+    gate = ctx.drift_gate
+    return gate is not None and (gate.reference.stable is None or ctx.stage.weight < 100)
+
+
+def sides(gate: DriftGate) -> tuple[str, ...]:
+    """Whose histograms the gate reads: the candidate's, and the stable's when it is
+    the reference."""
+    return ("candidate", "stable") if gate.reference.stable is not None else ("candidate",)
+
+
+def query_problem(what: str, reading: Reading | Series) -> Judgement | None:
+    """A drift query that cannot be read: refused is invalid, unreachable pauses."""
+    if isinstance(reading, QueryRejected):
+        message = f"Prometheus refused the drift gate's {what} query: {reading.message}"
+        return Judgement("invalid", "InvalidQuery", message)
+    if isinstance(reading, QueryFailed):
+        return Judgement("pause", "AnalysisUnavailable", f"drift gate: {reading.message}")
+    return None

@@ -10,28 +10,25 @@ twice.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Literal
 
 from modelrollout.api.durations import parse_duration
-from modelrollout.api.spec import CandidateRef, ModelRolloutSpec, StableRef, Stage
+from modelrollout.api.spec import ModelRolloutSpec, NotificationEvent, Stage
 from modelrollout.api.status import (
     HISTORY_LIMIT,
     TERMINAL_PHASES,
-    DriftStatus,
+    CheckPoint,
     HistoryEntry,
-    MetricStatus,
     ModelRolloutStatus,
     Phase,
-    SamplesStatus,
 )
-from modelrollout.core.conditions import (
-    STALLED,
-    condition,
-    kstatus_conditions,
-    set_condition,
-    timestamp,
+from modelrollout.core.checks import advance, checks_at
+from modelrollout.core.conditions import condition, kstatus_conditions, set_condition, timestamp
+from modelrollout.core.phases import (
+    awaiting_start,
+    last_reason,
+    preflight_failed,
+    scale_down_side,
 )
 from modelrollout.core.stages import (
     candidate_replicas,
@@ -39,16 +36,43 @@ from modelrollout.core.stages import (
     ready_replicas_needed,
     rollout_identity,
 )
+from modelrollout.core.targets import routing_object
+from modelrollout.core.types import (
+    Action,
+    ConsumeAction,
+    Decision,
+    EmitEvent,
+    EventType,
+    Judgement,
+    Notify,
+    Observations,
+    RouteTarget,
+    Scale,
+    SetRoute,
+)
 
 ACTIONS = frozenset({"promote", "promote-full", "abort", "retry", "pause", "resume"})
-# Stalled reasons a later tick re-checks: nothing has moved yet, and the fix
-# (creating a Deployment, finishing the other rollout) needs no change to this one.
-PREFLIGHT_REASONS = frozenset({"TargetNotFound", "ClaimConflict", "RoutingInvalid"})
 PREFLIGHT_RECHECK_SECONDS = 10.0
+INVALID_SPEC_RECHECK_SECONDS = 60.0
 DEFAULT_TICK_SECONDS = 10.0
 FAST_TICK_SECONDS = 1.0
+# Replicas router, rollback: how long the candidate keeps its replicas while the
+# stable grows back, before it is scaled down anyway (and says so).
+SURGE_WAIT_SECONDS = 60.0
+CHECK_POLL_SECONDS = 5.0
 
-EventType = Literal["Normal", "Warning"]
+# Which transitions are told to receivers: (phase, reason), or (phase, None) for any.
+_NOTICES: dict[tuple[str, str | None], NotificationEvent] = {
+    ("Progressing", "Started"): "Started",
+    ("Progressing", "StageComplete"): "StageAdvanced",
+    ("Progressing", "Promoted"): "StageAdvanced",
+    ("Progressing", "PromotedFull"): "StageAdvanced",
+    ("Paused", "AwaitingApproval"): "AwaitingApproval",
+    ("Paused", None): "Paused",
+    ("RolledBack", None): "RolledBack",
+    ("Succeeded", None): "Succeeded",
+    ("Failed", None): "Failed",
+}
 
 _DRIFT_REASONS = {
     "stable": "NoDrift",
@@ -60,124 +84,21 @@ _DRIFT_REASONS = {
 }
 
 
-@dataclass(frozen=True)
-class Workload:
-    """A Deployment as seen this tick."""
-
-    replicas: int
-    ready: int
-    available: int
-
-
-@dataclass(frozen=True)
-class RouteObservation:
-    """The routing object compared with the status' route target."""
-
-    matches: bool
-    weight: float | None = None
-    problem: str | None = None
-
-
-@dataclass(frozen=True)
-class Judgement:
-    """The analysis' and drift gate's combined verdict for this tick.
-
-    pass: the stage may complete; wait: not yet (failing SLO, no data, inconclusive);
-    pause: blind (Prometheus unreachable), hold and say so; rollback: roll back now;
-    invalid: the analysis cannot work as written (PromQL refused): fail, move nothing.
-    """
-
-    verdict: Literal["pass", "wait", "pause", "rollback", "invalid"]
-    reason: str = "AnalysisPassed"
-    message: str = ""
-    samples: float | None = None
-
-
-@dataclass(frozen=True)
-class Observations:
-    """What the adapters saw this tick. A None workload or route means it is missing."""
-
-    generation: int
-    missing: tuple[str, ...] = ()
-    conflicts: tuple[str, ...] = ()
-    stable: Workload | None = None
-    candidate: Workload | None = None
-    route: RouteObservation | None = None
-    judgement: Judgement | None = None
-    action: str | None = None
-    metrics: tuple[MetricStatus, ...] | None = None
-    samples: SamplesStatus | None = None
-    analysis_errors: int | None = None
-    drift: DriftStatus | None = None
-
-
-@dataclass(frozen=True)
-class RouteTarget:
-    """The state the router makes true: the candidate's weight and mirroring, and
-    (replicas router) the weight its replicas are provisioned for."""
-
-    weight: int
-    mirror: bool
-    candidate_floor: int
-    total_replicas: int | None
-
-
-@dataclass(frozen=True)
-class SetRoute:
-    target: RouteTarget
-
-
-@dataclass(frozen=True)
-class Scale:
-    deployment: str
-    replicas: int
-
-
-@dataclass(frozen=True)
-class EmitEvent:
-    type: EventType
-    reason: str
-    message: str
-
-
-@dataclass(frozen=True)
-class ConsumeAction:
-    """Remove the action annotation; done before the status is written, so a crash
-    loses an action rather than applying it twice."""
-
-    name: str
-
-
-Action = SetRoute | Scale | EmitEvent | ConsumeAction
-
-
-@dataclass(frozen=True)
-class Decision:
-    status: ModelRolloutStatus
-    actions: tuple[Action, ...] = ()
-    requeue_after: float | None = None
-    changed: bool = field(default=True)
-
-
-def preflight_failed(status: ModelRolloutStatus) -> bool:
-    """Failed before the start for a reason a later tick re-checks."""
-    stalled = condition(status.conditions, STALLED)
-    return (
-        status.phase == "Failed"
-        and stalled is not None
-        and stalled.status == "True"
-        and stalled.reason in PREFLIGHT_REASONS
-    )
-
-
-def awaiting_start(status: ModelRolloutStatus) -> bool:
-    """No traffic has moved yet and the rollout still means to start."""
-    return status.stage == 0 and (status.phase not in TERMINAL_PHASES or preflight_failed(status))
-
-
-def route_target(status: ModelRolloutStatus) -> RouteTarget:
+def route_target(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> RouteTarget:
+    """What the router must make true for this status. A dry run serves the candidate
+    nothing: where the router can mirror, it mirrors the stage's share instead. A mirror
+    stage judged by a match rate leaves the copying to the shadow comparator (which
+    follows status.mirroring): a data-plane mirror as well would copy every request
+    twice into the candidate's metrics."""
     floor = max(status.weight, status.preparing_weight or 0)
-    return RouteTarget(status.weight, status.mirroring, floor, status.total_replicas)
+    if spec.dry_run:
+        share = status.weight or (100 if status.mirroring else 0)
+        share = 0 if status.phase in TERMINAL_PHASES else share
+        return RouteTarget(0, share > 0, 0, status.total_replicas, mirror_percent=share or 100)
+    stages = spec.strategy.resolved_stages()
+    compared = 0 < status.stage <= len(stages) and stages[status.stage - 1].match_rate is not None
+    mirror = status.mirroring and not compared
+    return RouteTarget(status.weight, mirror, floor, status.total_replicas)
 
 
 def step(
@@ -186,10 +107,29 @@ def step(
     observations: Observations,
     now: datetime,
 ) -> Decision:
+    """Decide one tick: from the stored status and what the adapters saw at `now`,
+    the next status and the actions that make it true.
+
+    Start here to follow a rollout: `_Tick.run` reads top to bottom as before the
+    start (`_before_start`), in flight (`_in_flight`, then `_judge_stage`) and after
+    the end (`_after_end`). Nothing here reads the clock or does I/O, so a test can
+    replay any history, and a restarted operator gets the same answer again.
+    """
     tick = _Tick(spec, status.model_copy(deep=True), observations, now)
     tick.run()
-    status_now = tick.status
-    return Decision(status_now, tuple(tick.actions), tick.requeue, changed=status_now != status)
+    return tick.decision(status)
+
+
+def reject_spec(
+    status: ModelRolloutStatus, generation: int, message: str, now: datetime
+) -> Decision:
+    """A spec the API server admitted but the operator cannot read (an older CRD,
+    say): Failed with InvalidSpec, a history entry and an Event, nothing moved."""
+    tick = _Tick(None, status.model_copy(deep=True), Observations(generation), now)
+    tick.status.observed_generation = generation
+    tick._fail("InvalidSpec", f"invalid spec: {message}; no traffic was moved")
+    tick.requeue = INVALID_SPEC_RECHECK_SECONDS
+    return tick.decision(status)
 
 
 class _Tick:
@@ -197,20 +137,34 @@ class _Tick:
 
     def __init__(
         self,
-        spec: ModelRolloutSpec,
+        spec: ModelRolloutSpec | None,
         status: ModelRolloutStatus,
         obs: Observations,
         now: datetime,
     ) -> None:
-        self.spec, self.status, self.obs, self.now = spec, status, obs, now
-        self.stages: list[Stage] = spec.strategy.resolved_stages()
+        self._spec, self.status, self.obs, self.now = spec, status, obs, now
+        self.stages: list[Stage] = spec.strategy.resolved_stages() if spec else []
         self.actions: list[Action] = []
         self.interval = (
             parse_duration(spec.analysis.interval).total_seconds()
-            if spec.analysis
+            if spec and spec.analysis
             else DEFAULT_TICK_SECONDS
         )
         self.requeue: float = self.interval
+        self.rollback: str | None = None
+        self.notices: list[Notify] = []
+
+    @property
+    def spec(self) -> ModelRolloutSpec:
+        assert self._spec is not None, "a tick without a spec only fails"
+        return self._spec
+
+    def decision(self, before: ModelRolloutStatus) -> Decision:
+        changed = self.status != before
+        return Decision(
+            self.status, tuple(self.actions), self.requeue, changed, self.rollback,
+            tuple(self.notices),
+        )  # fmt: skip
 
     # -- the flow ----------------------------------------------------------------
 
@@ -222,6 +176,8 @@ class _Tick:
         self._record_analysis()
         self._analysis_condition()
         self._record_drift()
+        if self.obs.notifications is not None:
+            s.notifications = list(self.obs.notifications)
         action = self._take_action()
         restart = self._restart_reason(action, spec_changed)
         if restart:
@@ -328,7 +284,7 @@ class _Tick:
         s.target_hash, s.stage_started_at, s.finished_at = None, None, None
         s.approved_stage, s.manual_pause, s.scaled_down = 0, False, False
         s.weight_confirmed, s.effective_weight = False, None
-        s.analysis, s.samples, s.drift = [], None, None
+        s.analysis, s.samples, s.drift, s.checks = [], None, None, []
         self._set_route()
         self._transition("Pending", reason, message, "Normal")
 
@@ -363,7 +319,8 @@ class _Tick:
             s.target_hash = rollout_identity(self.spec)
             s.rollout_generation = self.obs.generation
             s.total_replicas = self._fleet_size()
-        self._advance_to(0, "Started")
+        if self._gate("preRollout", "Pending"):
+            self._advance_to(0, "Started")
 
     def _fleet_size(self) -> int | None:
         replicas = self.spec.traffic_routing.replicas
@@ -381,15 +338,11 @@ class _Tick:
         if action is not None:
             message = f"{action} does nothing on a {s.phase} rollout"
             self._event("Warning", "ActionIgnored", message)
-        side: StableRef | CandidateRef | None = None
-        if s.phase == "Succeeded":
-            side = self.spec.stable
-        elif s.phase == "RolledBack":
-            side = self.spec.candidate
-        if side is None or side.scale_down_delay is None or s.scaled_down or not s.finished_at:
+        side = scale_down_side(self.spec, s)
+        if side is None or side.scale_down_delay is None or not s.finished_at:
             self.requeue = max(self.interval, 60.0)
             return
-        due = _parse_time(s.finished_at) + parse_duration(side.scale_down_delay)
+        due = s.finished_at + parse_duration(side.scale_down_delay)
         if self.now < due:
             self.requeue = max(FAST_TICK_SECONDS, (due - self.now).total_seconds())
             return
@@ -440,19 +393,16 @@ class _Tick:
         self._judge_stage(action, judgement)
 
     def _route_missing(self) -> str:
-        routing = self.spec.traffic_routing
-        name = (
-            f"HTTPRoute {routing.gateway_api.http_route}"
-            if routing.gateway_api
-            else f"VirtualService {routing.istio.virtual_service}"
-            if routing.istio
-            else "routing object"
-        )
-        return f"{name} is gone; weight held"
+        route = routing_object(self.spec.traffic_routing)
+        return f"{route.ref if route else 'routing object'} is gone; weight held"
+
+    def _routes(self) -> bool:
+        """Whether this rollout writes its router: a dry run only where it can mirror."""
+        return not self.spec.dry_run or self.spec.traffic_routing.can_mirror
 
     def _reassert_route(self) -> None:
         s, route = self.status, self.obs.route
-        if self.spec.dry_run or route is None:
+        if not self._routes() or route is None:
             return
         if route.matches:
             s.weight_confirmed = True
@@ -502,7 +452,7 @@ class _Tick:
             s.approved_stage = s.stage
             self._advance_to(index + 1, "Promoted")
             return
-        awaiting_approval = s.phase == "Paused" and self._last_reason() == "AwaitingApproval"
+        awaiting_approval = s.phase == "Paused" and last_reason(s) == "AwaitingApproval"
         if awaiting_approval and stage.approval == "Manual" and s.approved_stage < s.stage:
             return  # its checks passed; nothing is queried while it waits for a person
         waiting = self._waiting_for(stage, judgement)
@@ -519,7 +469,7 @@ class _Tick:
     def _waiting_for(self, stage: Stage, judgement: Judgement | None) -> list[str]:
         s = self.status
         waiting = []
-        started = _parse_time(s.stage_started_at) if s.stage_started_at else self.now
+        started = s.stage_started_at or self.now
         remaining = started + parse_duration(stage.duration) - self.now
         if remaining > timedelta(0):
             waiting.append(f"{_seconds(remaining)} of {stage.duration} left")
@@ -541,23 +491,28 @@ class _Tick:
     def _judged(self) -> bool:
         return self.spec.analysis is not None or self.spec.drift_gate is not None
 
-    def _last_reason(self) -> str | None:
-        history = self.status.history
-        return history[-1].reason if history else None
-
     def _advance_to(self, index: int, reason: str) -> None:
         s = self.status
-        if index >= len(self.stages):
+        last = len(self.stages) - 1
+        if index == last and not self._gate("prePromotion", "Progressing"):
+            return
+        if index > last and not self._gate("postPromotion", "Progressing"):
+            return
+        if index > last:
             s.finished_at = timestamp(self.now)
             s.preparing_weight = None
             message = f"the candidate serves {s.weight}% after {len(self.stages)} stages"
+            if self.spec.dry_run:
+                message = f"dry run: the candidate passed {len(self.stages)} stages, served none"
             self._transition("Succeeded", "Succeeded", message, "Normal")
+            if self.spec.dry_run:
+                self._set_route()  # the mirror stops
             return
         stage = self.stages[index]
         needed = self._ready_needed(stage)
         candidate = self.obs.candidate
         ready = candidate.ready if candidate else 0
-        if ready < needed and not self.spec.dry_run:
+        if ready < needed and self._routes():
             if s.total_replicas is not None and s.preparing_weight != stage.weight:
                 s.preparing_weight = stage.weight
                 self._set_route()
@@ -580,7 +535,11 @@ class _Tick:
         self._set_route()
         what = "mirroring stable traffic" if stage.mirror else f"{previous}% -> {stage.weight}%"
         message = f"stage {s.stage}/{len(self.stages)} started: {what}"
-        if self.spec.dry_run:
+        if self.spec.dry_run and self._routes():
+            message += (
+                f" (dry run: the candidate gets a mirrored {stage.weight or 100}%, answers none)"
+            )
+        elif self.spec.dry_run:
             message += " (dry run: no traffic moved)"
         self.requeue = FAST_TICK_SECONDS  # verify the write soon
         self._transition("Progressing", reason, message, "Normal", force=True)
@@ -595,25 +554,94 @@ class _Tick:
     # -- rollback ----------------------------------------------------------------
 
     def _rollback(self, reason: str, message: str) -> None:
+        """Weight to 0 in one write. The replicas router grows the stable back first
+        and keeps the candidate's replicas (`preparing_weight`) until the stable is
+        ready, so capacity never dips; `_finish_rollback` then scales the candidate."""
         s = self.status
-        s.weight, s.mirroring, s.preparing_weight = 0, False, None
+        surge = self._routes() and s.total_replicas is not None and s.weight > 0
+        s.preparing_weight = max(s.weight, s.preparing_weight or 0) if surge else None
+        s.weight, s.mirroring = 0, False
         s.effective_weight = 0.0
         s.weight_confirmed = False
         self._set_route()
         self.requeue = FAST_TICK_SECONDS
+        self.rollback = reason
         message = f"rolling back at stage {s.stage}: {message}"
         self._transition("RollingBack", reason, message, "Warning")
 
     def _finish_rollback(self) -> None:
         s, route = self.status, self.obs.route
-        if self.spec.dry_run or route is None or route.matches:
-            s.finished_at = timestamp(self.now)
-            s.weight_confirmed = route is not None
-            message = "the stable serves all traffic again"
-            self._transition("RolledBack", "RolledBack", message, "Warning")
+        if self._routes() and route is not None and not route.matches:
+            self._set_route()
+            self.requeue = FAST_TICK_SECONDS
             return
-        self._set_route()
-        self.requeue = FAST_TICK_SECONDS
+        if s.preparing_weight and route is not None and self._stable_regrown():
+            s.preparing_weight = None  # the stable is back: now the candidate shrinks
+            self._set_route()
+            self.requeue = FAST_TICK_SECONDS
+            return
+        if s.preparing_weight and route is not None:
+            self.requeue = 2.0
+            return
+        s.finished_at = timestamp(self.now)
+        s.weight_confirmed = route is not None
+        message = "the stable serves all traffic again"
+        self._transition("RolledBack", "RolledBack", message, "Warning")
+
+    def _gate(self, point: CheckPoint, phase: Phase) -> bool:
+        """Whether a gate's checks let the rollout on: True once they all passed (or
+        there are none); False while they run, or when one failed, which fails the
+        rollout before any traffic, rolls it back before the last stage, and after
+        the last is reported or rolls back as postPromotionFailure says."""
+        s = self.status
+        checks = checks_at(self.spec.checks, point)
+        if not checks:
+            return True
+        seen = {(c.point, c.name): c for c in self.obs.checks}
+        gate = advance(point, checks, s.checks, seen, self.now)
+        s.checks = gate.checks
+        self.actions.extend([*gate.starts, *gate.stops])
+        if gate.starts:
+            self.requeue = FAST_TICK_SECONDS  # a webhook is called on the next pass
+        for type, reason, message in gate.events:
+            self._event("Warning" if type == "Warning" else "Normal", reason, message)
+        if gate.verdict == "pass":
+            return True
+        if gate.verdict == "wait":
+            self.requeue = min(self.requeue, CHECK_POLL_SECONDS)
+            self._transition(
+                phase, "ChecksRunning", self._where(gate.message), "Normal", quiet=True
+            )
+            return False
+        if (
+            point == "postPromotion"
+            and self.spec.checks
+            and (self.spec.checks.post_promotion_failure == "Report")
+        ):
+            self._event("Warning", "PostPromotionCheckFailed", gate.message)
+            return True
+        if s.stage == 0:
+            self._fail("CheckFailed", f"{gate.message}; no traffic was moved")
+        else:
+            self._rollback("CheckFailed", gate.message)
+        return False
+
+    def _stable_regrown(self) -> bool:
+        """The stable's replicas are ready for the whole fleet, or have had
+        SURGE_WAIT_SECONDS to become so (then the candidate shrinks anyway, said)."""
+        s, stable = self.status, self.obs.stable
+        ready = stable.ready if stable else 0
+        if ready >= (s.total_replicas or 0):
+            return True
+        began = s.history[-1].time if s.history else self.now
+        if (self.now - began).total_seconds() < SURGE_WAIT_SECONDS:
+            return False
+        message = (
+            f"the stable has {ready} of {s.total_replicas} replicas ready after "
+            f"{SURGE_WAIT_SECONDS:g}s; scaling the candidate down anyway"
+        )
+        self._event("Warning", "StableNotReady", message)
+        return True
 
     # -- helpers -----------------------------------------------------------------
 
@@ -625,8 +653,8 @@ class _Tick:
         return f"stage {s.stage}/{len(self.stages)} at {s.weight}%: {message}"
 
     def _set_route(self) -> None:
-        if not self.spec.dry_run:
-            self.actions.append(SetRoute(route_target(self.status)))
+        if self._routes():
+            self.actions.append(SetRoute(route_target(self.spec, self.status)))
 
     def _event(self, type: EventType, reason: str, message: str) -> None:
         self.actions.append(EmitEvent(type, reason, message))
@@ -648,6 +676,11 @@ class _Tick:
         transition = force or s.phase != phase or last_reason != reason
         changed = s.phase != phase if quiet else transition
         if changed:
+            s.transitions += 1
+            notice = _NOTICES.get((phase, reason), _NOTICES.get((phase, None)))
+            if notice is not None:
+                details = self._notice_details(notice)
+                self.notices.append(Notify(notice, s.transitions, reason, message, details))
             entry = HistoryEntry(
                 time=timestamp(self.now),
                 from_phase=s.phase,
@@ -669,6 +702,26 @@ class _Tick:
             generation=self.obs.generation,
         )
 
+    def _notice_details(self, event: NotificationEvent) -> tuple[tuple[str, str], ...]:
+        """RolledBack names why: the rollback's cause, and the check that breached."""
+        if event != "RolledBack":
+            return ()
+        began = [h for h in self.status.history if h.to_phase == "RollingBack"]
+        cause = (("cause", f"{began[-1].reason}: {began[-1].message}"),) if began else ()
+        worst = [m for m in self.status.analysis if m.verdict in ("abort", "fail")]
+        if not worst:
+            return cause
+        check = worst[0]
+        bounds = check.abort if check.verdict == "abort" else check.slo
+        bound = ", ".join(
+            f"{side} {value:g}"
+            for side, value in (("min", bounds.min if bounds else None),
+                                ("max", bounds.max if bounds else None))
+            if value is not None
+        )  # fmt: skip
+        value = "" if check.value is None else f"{check.value:g}"
+        return (*cause, ("metric", check.name), ("value", value), ("bound", bound))
+
     def _refresh_summaries(self) -> None:
         s = self.status
         s.stage_summary = f"{s.stage}/{len(self.stages)}"
@@ -677,11 +730,9 @@ class _Tick:
             summary += f" (~{s.effective_weight:g}%)"
         if s.mirroring:
             summary += " +mirror"
-        s.weight_summary = summary
-
-
-def _parse_time(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+        if self.spec.dry_run and s.phase not in TERMINAL_PHASES:
+            summary += " dry run"
+        s.weight_summary = summary[:32]
 
 
 def _seconds(delta: timedelta) -> str:

@@ -22,38 +22,15 @@ from modelrollout.api.status import MetricStatus, NoDataKind, SamplesStatus, Thr
 from modelrollout.api.status import Verdict as MetricVerdict
 from modelrollout.core.compare import CompareResult
 from modelrollout.core.conditions import timestamp
-from modelrollout.core.machine import Judgement
-
-
-@dataclass(frozen=True)
-class Value:
-    """Exactly one finite sample."""
-
-    value: float
-
-
-@dataclass(frozen=True)
-class NoData:
-    """A result that is not one finite sample: holds, never passes or fails."""
-
-    kind: NoDataKind
-
-
-@dataclass(frozen=True)
-class QueryFailed:
-    """Prometheus unreachable, timed out or answered 5xx: we are blind, not failing."""
-
-    message: str
-
-
-@dataclass(frozen=True)
-class QueryRejected:
-    """Prometheus refused the PromQL (400 bad_data): retrying cannot help."""
-
-    message: str
-
-
-Reading = Value | NoData | QueryFailed | QueryRejected
+from modelrollout.core.context import StageContext
+from modelrollout.core.types import (
+    Judgement,
+    NoData,
+    QueryFailed,
+    QueryRejected,
+    Reading,
+    Value,
+)
 
 
 @dataclass(frozen=True)
@@ -103,42 +80,68 @@ def _sample(raw: object) -> Value | NoData:
 
 
 def evaluate(
-    analysis: Analysis,
-    stage: int,
+    *,
+    context: StageContext,
     readings: Mapping[str, Reading],
     samples: Reading | None,
     previous: Sequence[MetricStatus],
     errors_before: int,
-    window_seconds: float,
-    min_samples: int | None,
-    now: datetime,
-    compare_results: Mapping[str, CompareResult] = _NO_COMPARISONS,
+    comparisons: Mapping[str, CompareResult] = _NO_COMPARISONS,
 ) -> AnalysisOutcome:
     """Judge one tick. `readings` holds each metric's instant query (for a metric
-    with compare, also the failure of its range queries); `compare_results` holds
-    the judge's verdict for each metric with compare whose queries succeeded."""
+    with compare, also the failure of its range queries); `comparisons` holds the
+    judge's verdict for each metric with compare whose queries succeeded; `previous`
+    and `errors_before` are what the last tick left in status."""
+    analysis, stage = context.analysis, context.number
     before = {m.name: m for m in previous}
+    judged = [*analysis.metrics, *match_rate_metrics(context)]
+    held = _match_rate_held(context, readings)
     statuses = [
         _judge_metric(
             metric,
             readings.get(metric.name),
-            compare_results.get(metric.name),
+            comparisons.get(metric.name),
             before.get(metric.name),
             stage,
             analysis.failure_limit,
-            timestamp(now),
+            timestamp(context.now),
+            held.get(metric.name),
         )
-        for metric in analysis.metrics
+        for metric in judged
     ]
-    queried = {m.name: readings[m.name] for m in analysis.metrics if m.name in readings}
+    names = [m.name for m in judged] + [MATCH_COUNT]
+    queried = {name: readings[name] for name in names if name in readings}
     if samples is not None:
         queried["samplesQuery"] = samples  # metric names are lowercase: no clash
     blind = any(not isinstance(r, Value) for r in queried.values())
     errors = errors_before + 1 if blind else 0
     count = samples.value if isinstance(samples, Value) else None
     judgement = replace(_judge(analysis, stage, statuses, queried, errors), samples=count)
-    progress = _samples_status(count, min_samples, window_seconds)
+    progress = _samples_status(count, context.stage.min_samples, context.window_seconds)
     return AnalysisOutcome(statuses, progress, errors, judgement)
+
+
+MATCH_RATE, MATCH_COUNT = "match-rate", "match-rate#count"
+
+
+def match_rate_metrics(context: StageContext) -> list[Metric]:
+    """A mirror stage's match rate, judged like a metric named match-rate."""
+    match = context.stage.match_rate
+    if match is None:
+        return []
+    return [Metric(name=MATCH_RATE, query=match.counter, slo=match.slo, abort=match.abort)]
+
+
+def _match_rate_held(context: StageContext, readings: Mapping[str, Reading]) -> dict[str, str]:
+    """Too few comparisons yet: the match rate is not judged, whatever it is."""
+    match, count = context.stage.match_rate, readings.get(MATCH_COUNT)
+    if match is None or not isinstance(count, Value) or count.value >= match.min_samples:
+        return {}  # no series at all is no data, said as such
+    seen = count.value
+    return {
+        MATCH_RATE: f"{MATCH_RATE}: {seen:g} of minSamples {match.min_samples} comparisons "
+        f"from the shadow comparator at stage {context.number}"
+    }
 
 
 def _judge_metric(
@@ -148,16 +151,20 @@ def _judge_metric(
     previous: MetricStatus | None,
     stage: int,
     failure_limit: int,
-    checked_at: str,
+    checked_at: datetime,
+    held: str | None = None,
 ) -> MetricStatus:
     name = metric.name
     parts: list[tuple[MetricVerdict, str]] = []
-    if isinstance(reading, QueryRejected):
+    if held is not None and not isinstance(reading, QueryFailed | QueryRejected):
+        parts.append(("inconclusive", held))
+    elif isinstance(reading, QueryRejected):
         parts.append(("error", f"{name}: Prometheus refused the query: {reading.message}"))
     elif isinstance(reading, QueryFailed):
         parts.append(("error", f"{name}: query failed: {reading.message}"))
     elif isinstance(reading, NoData):
-        parts.append(("nodata", f"{name}: no data ({_NO_DATA[reading.kind]}) at stage {stage}"))
+        why = _NO_COMPARISONS_HINT if name == MATCH_RATE else _NO_DATA[reading.kind]
+        parts.append(("nodata", f"{name}: no data ({why}) at stage {stage}"))
     elif isinstance(reading, Value) and (metric.slo or metric.abort):
         parts.append(_judge_value(name, reading.value, metric, stage))
     elif reading is None and (metric.slo or metric.abort):
@@ -188,6 +195,10 @@ def _judge_metric(
     )
 
 
+_NO_COMPARISONS_HINT = (
+    "no comparisons from the shadow comparator for this rollout in the window: is it "
+    "running in front of the stable with --rollout set to this rollout's name?"
+)
 _NO_DATA: dict[NoDataKind, str] = {
     "empty": "the query returned no series",
     "nan": "the value is NaN",
@@ -303,3 +314,17 @@ def _describe(reading: Reading) -> str:
     if isinstance(reading, QueryFailed | QueryRejected):
         return reading.message
     return f"{reading.value:.6g}"
+
+
+def preflight_judgement(readings: Mapping[str, Reading]) -> Judgement | None:
+    """Before any traffic moves, every query is asked once: the first refused one
+    fails the rollout (it can never work), an unreachable source holds it, and data
+    or no data is fine (nothing is judged yet). Keys may carry `@side` suffixes."""
+    for name, reading in readings.items():
+        if isinstance(reading, QueryRejected):
+            what = name.split("@")[0]
+            message = f"Prometheus refused the query of {what}: {reading.message}"
+            return Judgement("invalid", "InvalidQuery", message)
+        if isinstance(reading, QueryFailed):
+            return Judgement("pause", "AnalysisUnavailable", f"before stage 1: {reading.message}")
+    return None

@@ -4,35 +4,53 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from modelrollout.api.spec import ModelRolloutSpec
+from pydantic import ValidationError
+
+from modelrollout.api.objects import DEPLOYMENT, ObjectKind, ObjectRef
+from modelrollout.api.spec import ModelRolloutSpec, TrafficRouting, routing_methods
+from modelrollout.api.status import TERMINAL_PHASES
 
 
-@dataclass(frozen=True, order=True)
-class ObjectRef:
-    kind: str
+@dataclass(frozen=True)
+class RoutingObject:
+    """The object a routing method drives: its kind (with API group) and name."""
+
+    kind: ObjectKind
     name: str
 
-    def __str__(self) -> str:
-        return f"{self.kind} {self.name}"
+    @property
+    def ref(self) -> ObjectRef:
+        return ObjectRef(self.kind.kind, self.name)
 
 
-def routing_object(spec: ModelRolloutSpec) -> ObjectRef | None:
-    routing = spec.traffic_routing
-    if routing.gateway_api is not None:
-        return ObjectRef("HTTPRoute", routing.gateway_api.http_route)
-    if routing.istio is not None:
-        return ObjectRef("VirtualService", routing.istio.virtual_service)
-    return None
+def routing_object(routing: TrafficRouting) -> RoutingObject | None:
+    """The one map from a routing spec to its object; None when the method drives
+    replica counts only."""
+    method = routing.method
+    if method.object_kind is None or method.object_name is None:
+        return None
+    return RoutingObject(method.object_kind, method.object_name)
+
+
+def routing_kinds(*, created: bool | None = None) -> list[ObjectKind]:
+    """Every kind a routing method can drive, for RBAC and its tests; `created`: only
+    those the operator may (True) or may not (False) create."""
+    return [
+        m.object_kind
+        for _, m in routing_methods().values()
+        if m.object_kind is not None and created in (None, m.can_own_object)
+    ]
 
 
 def claimed_objects(spec: ModelRolloutSpec) -> list[ObjectRef]:
     """Objects that only one active rollout may drive at a time."""
-    route = routing_object(spec)
+    route = routing_object(spec.traffic_routing)
     return [
-        ObjectRef("Deployment", spec.stable.deployment),
-        ObjectRef("Deployment", spec.candidate.deployment),
-        *([route] if route else []),
+        ObjectRef(DEPLOYMENT.kind, spec.stable.deployment),
+        ObjectRef(DEPLOYMENT.kind, spec.candidate.deployment),
+        *([route.ref] if route else []),
     ]
 
 
@@ -44,6 +62,29 @@ class Claimant:
     not_started: bool
     created: str
     name: str
+
+
+def claimant_of(name: str, meta: Mapping[str, Any], status: Mapping[str, Any]) -> Claimant:
+    return Claimant(
+        not_started=int(status.get("stage") or 0) == 0,
+        created=str(meta.get("creationTimestamp", "")),
+        name=name,
+    )
+
+
+def claims_of(
+    name: str, meta: Mapping[str, Any], spec: Mapping[str, Any], status: Mapping[str, Any]
+) -> list[tuple[ObjectRef, Claimant]]:
+    """What a stored rollout claims: nothing once finished, or when its spec is
+    unreadable (it moves nothing then)."""
+    if status.get("phase") in TERMINAL_PHASES:
+        return []
+    try:
+        parsed = ModelRolloutSpec.model_validate(dict(spec))
+    except ValidationError:
+        return []
+    me = claimant_of(name, meta, status)
+    return [(ref, me) for ref in claimed_objects(parsed)]
 
 
 def claim_conflicts(

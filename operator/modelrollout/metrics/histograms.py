@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 from modelrollout.api.spec import DriftGate
 from modelrollout.core.drift import Bins, BinsMismatch, from_cumulative
+from modelrollout.core.types import Series
 
 FEATURE_LABEL = "feature"
 _RE2_SPECIAL = re.compile(r"([\\.+*?()|\[\]{}^$])")
@@ -72,9 +73,6 @@ def categories_query(gate: DriftGate, selector: str, window: str) -> str:
         f"sum by ({FEATURE_LABEL}, {categorical.category_label}) "
         f"(increase({categorical.counter}{{{matchers}}}[{window}]))"
     )
-
-
-Series = Sequence[tuple[dict[str, str], float]]
 
 
 def feature_bins(series: Series, features: Iterable[str]) -> dict[str, Bins | None]:

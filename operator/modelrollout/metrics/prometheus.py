@@ -1,133 +1,163 @@
-"""Prometheus through prometheus-api-client: instant and range queries, each turned
-into a Reading the pure core understands.
+"""Prometheus' HTTP API (`/api/v1/query`, `/api/v1/query_range`) through `requests`,
+each answer turned into a Reading the pure core understands.
 
-The client is synchronous; its calls run in the operator's bounded pool. It does
-not retry by itself: an unreachable Prometheus is reported at once as a failed
-query, and the next analysis tick is the retry.
+Whatever a server answers is handled without trusting it: at most MAX_BODY_BYTES are
+read, a body that is not the JSON Prometheus documents is a failure, and what goes
+into status and Events is a short sanitized reason (the status code and Prometheus'
+own `errorType`/`error`, one line), never the body. No retries and no redirects: an
+unreachable Prometheus is reported at once, and the next tick is the retry.
 """
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import functools
 import json
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import Executor
 from datetime import datetime
 from typing import Any, TypeVar
 
 import requests
-from prometheus_api_client import PrometheusConnect
-from prometheus_api_client.exceptions import PrometheusApiClientException
-from urllib3.util.retry import Retry
 
 from modelrollout import telemetry
-from modelrollout.core.slo import NoData, QueryFailed, QueryRejected, Reading, classify
+from modelrollout.core.slo import classify
+from modelrollout.core.types import NoData, QueryFailed, QueryRejected, Reading, Series
 
 T = TypeVar("T")
-_STATUS = re.compile(r"HTTP Status Code (\d+) \((.*)\)$", re.DOTALL)
+MAX_BODY_BYTES = 8 * 1024 * 1024
+REASON_CHARS = 300
+_UNPRINTABLE = re.compile(r"[^\x20-\x7e]+")
 
 
-def _rejection(error: PrometheusApiClientException) -> Reading:
-    """Prometheus' own words: 400 means it refused the query (bad PromQL); anything
-    else is the server failing, which says nothing about the model."""
-    match = _STATUS.match(str(error))
-    if match is None:
-        return QueryFailed(str(error))
-    code, raw = int(match.group(1)), match.group(2)
-    text = raw
+def reason(text: object) -> str:
+    """One printable line of at most REASON_CHARS, for status and Events."""
+    line = _UNPRINTABLE.sub(" ", str(text)).strip()
+    return line if len(line) <= REASON_CHARS else line[: REASON_CHARS - 3] + "..."
+
+
+class _Answer(Exception):
+    """A response that is not data, carried out as the Reading it amounts to."""
+
+    def __init__(self, reading: QueryFailed | QueryRejected) -> None:
+        super().__init__(reading.message)
+        self.reading = reading
+
+
+def _decode(response: requests.Response) -> Any:
+    """`data.result` of a Prometheus response, or _Answer saying why not."""
+    code = response.status_code
+    raw = response.raw.read(MAX_BODY_BYTES + 1, decode_content=True)
+    if len(raw) > MAX_BODY_BYTES:
+        raise _Answer(QueryFailed(f"HTTP {code}: response larger than {MAX_BODY_BYTES} bytes"))
     try:
-        body = json.loads(ast.literal_eval(raw))
-        text = str(body.get("error") or body)
-    except (ValueError, SyntaxError, TypeError, AttributeError):
-        pass
-    if code == 400:
-        return QueryRejected(text)
-    return QueryFailed(f"HTTP {code}: {text}")
+        body = json.loads(raw)
+    except ValueError:
+        raise _Answer(QueryFailed(f"HTTP {code}: the response is not JSON")) from None
+    if not isinstance(body, dict):
+        raise _Answer(QueryFailed(f"HTTP {code}: the response is not a Prometheus answer"))
+    if code == 200 and body.get("status") == "success":
+        data = body.get("data")
+        if not isinstance(data, dict) or not isinstance(data.get("result"), list | None):
+            raise _Answer(QueryFailed("HTTP 200: the response has no data.result"))
+        return data.get("result") or []
+    said = ": ".join(str(body[k]) for k in ("errorType", "error") if body.get(k))
+    message = reason(f"HTTP {code}" + (f": {said}" if said else ""))
+    if code == 400:  # Prometheus refused the PromQL (bad_data): retrying cannot help
+        raise _Answer(QueryRejected(reason(body.get("error") or message)))
+    raise _Answer(QueryFailed(message))
 
 
 class PrometheusSource:
-    """One Prometheus endpoint with its credentials."""
+    """One Prometheus endpoint; `session` carries its credentials and guard."""
 
     def __init__(
-        self,
-        address: str,
-        *,
-        headers: Mapping[str, str] | None,
-        timeout_seconds: float,
-        pool: Executor,
-        ca_file: str | None = None,
+        self, address: str, *, session: requests.Session, timeout_seconds: float, pool: Executor
     ) -> None:
-        session = requests.Session()
-        if ca_file is not None:
-            session.verify = ca_file
-        self._client = PrometheusConnect(
-            url=address.rstrip("/"),
-            headers=dict(headers or {}),
-            retry=Retry(total=0),
-            session=session,
-            timeout=timeout_seconds,
-        )
-        self._pool = pool
+        self._base = address.rstrip("/")
+        self._session, self._timeout, self._pool = session, timeout_seconds, pool
 
-    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+    def _get(self, path: str, params: dict[str, str]) -> Any:
+        with self._session.get(
+            self._base + path,
+            params=params,
+            timeout=self._timeout,
+            stream=True,
+            allow_redirects=False,
+        ) as response:
+            return _decode(response)
 
-    async def _ask(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    async def _ask(self, path: str, params: dict[str, str]) -> Any:
         """The decoded `data.result`, or the failure as a Reading."""
         result: Any
+        loop = asyncio.get_running_loop()
+        call: Callable[[], Any] = functools.partial(self._get, path, params)
         with telemetry.timed(telemetry.QUERY):
             try:
-                result = await self._call(fn, *args, **kwargs)
-            except PrometheusApiClientException as error:
-                result = _rejection(error)
+                result = await loop.run_in_executor(self._pool, call)
+            except _Answer as answer:
+                result = answer.reading
             except (requests.RequestException, OSError) as error:
-                name = error.__class__.__name__
-                result = QueryFailed(f"Prometheus unreachable: {name}: {error}")
+                result = QueryFailed(reason(f"Prometheus unreachable: {_cause(error)}"))
         if isinstance(result, QueryFailed | QueryRejected):
             kind = "rejected" if isinstance(result, QueryRejected) else "failed"
             telemetry.QUERY_ERRORS.labels(kind).inc()
         return result
 
     async def instant(self, query: str) -> Reading:
-        result = await self._ask(self._client.custom_query, query)
+        result = await self._ask("/api/v1/query", {"query": query})
         if isinstance(result, QueryFailed | QueryRejected):
             return result
         try:
             return classify(result)
-        except ValueError as error:
-            return QueryRejected(f"the query must return an instant vector or a scalar: {error}")
+        except (ValueError, TypeError, KeyError, IndexError) as error:
+            return QueryRejected(
+                reason(f"the query must return an instant vector or a scalar: {error}")
+            )
 
-    async def vector(self, query: str) -> list[tuple[dict[str, str], float]] | Reading:
+    async def vector(self, query: str) -> Series | Reading:
         """Every series of an instant vector with its value: histogram buckets and
         category counts, which come as many series by design."""
-        result = await self._ask(self._client.custom_query, query)
+        result = await self._ask("/api/v1/query", {"query": query})
         if isinstance(result, QueryFailed | QueryRejected):
             return result
         try:
             return [(dict(item["metric"]), float(item["value"][1])) for item in result]
         except (TypeError, KeyError, IndexError, ValueError) as error:
-            return QueryRejected(f"the query must return an instant vector: {error}")
+            return QueryRejected(reason(f"the query must return an instant vector: {error}"))
 
     async def series(
         self, query: str, start: datetime, end: datetime, step: str
     ) -> list[float] | Reading:
         """The points of exactly one series over [start, end], or why there are none."""
-        result = await self._ask(
-            self._client.custom_query_range, query, start_time=start, end_time=end, step=step
-        )
+        params = {
+            "query": query,
+            "start": f"{start.timestamp():.3f}",
+            "end": f"{end.timestamp():.3f}",
+            "step": step,
+        }
+        result = await self._ask("/api/v1/query_range", params)
         if isinstance(result, QueryFailed | QueryRejected):
             return result
         if not result:
             return NoData("empty")
         if len(result) > 1:
             return NoData("multiple-series")
-        points = [float(value) for _, value in result[0].get("values", [])]
+        try:
+            points = [float(value) for _, value in result[0].get("values", [])]
+        except (TypeError, ValueError, AttributeError) as error:
+            return QueryRejected(reason(f"the query must return a range vector: {error}"))
         return [p for p in points if math.isfinite(p)]
 
     def close(self) -> None:
-        self._client._session.close()
+        self._session.close()
+
+
+def _cause(error: BaseException) -> str:
+    """The innermost cause's class and words: `ConnectionRefusedError: ...`, not the
+    wrapper chain requests builds around it."""
+    while error.__context__ is not None and isinstance(error, requests.RequestException):
+        error = error.__context__
+    return f"{type(error).__name__}: {error}"

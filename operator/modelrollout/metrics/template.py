@@ -8,13 +8,8 @@ escaping makes it inert. Anywhere else it is refused rather than guessed at.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Collection, Mapping
-from datetime import datetime, timedelta
-
-from modelrollout.api.durations import format_promql_duration
-from modelrollout.api.spec import ModelRolloutSpec
 
 FREE_TEXT: frozenset[str] = frozenset({"stable.modelVersion", "candidate.modelVersion"})
 
@@ -80,28 +75,3 @@ def _place(name: str, value: str, context: str | None, free: bool) -> str:
     if not _BARE.fullmatch(value):
         raise UnsafeTemplate(f"{{{{{name}}}}} outside a string holds {value!r}; quote it")
     return value
-
-
-def variables_for(
-    spec: ModelRolloutSpec, namespace: str, stage_weight: int, interval: str, window: str
-) -> dict[str, str]:
-    """The variables every query may use; unset optionals are empty strings."""
-    return {
-        "namespace": namespace,
-        "stable.deployment": spec.stable.deployment,
-        "candidate.deployment": spec.candidate.deployment,
-        "stable.service": spec.stable.service or "",
-        "candidate.service": spec.candidate.service or "",
-        "stable.modelVersion": spec.stable.model_version or "",
-        "candidate.modelVersion": spec.candidate.model_version or "",
-        "stage.weight": str(stage_weight),
-        "interval": interval,
-        "window": window,
-    }
-
-
-def window_for(stage_started: datetime, now: datetime, interval_seconds: float) -> str:
-    """Time since the stage began as a PromQL range, never shorter than the interval
-    (so a fresh stage still has a rate to read), rounded up to whole seconds."""
-    elapsed = max((now - stage_started).total_seconds(), interval_seconds)
-    return format_promql_duration(timedelta(seconds=math.ceil(elapsed)))

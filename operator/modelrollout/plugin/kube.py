@@ -15,7 +15,7 @@ from urllib3.exceptions import HTTPError
 
 from modelrollout.api.resource import GROUP, KIND, PLURAL, VERSION
 from modelrollout.api.spec import ModelRolloutSpec
-from modelrollout.api.status import ModelRolloutStatus
+from modelrollout.api.status import ModelRolloutStatus, parse_timestamp
 
 Obj = dict[str, Any]
 REQUEST_TIMEOUT_SECONDS = 15.0
@@ -62,16 +62,12 @@ class Rollout:
             uid=meta.get("uid", ""),
             resource_version=meta.get("resourceVersion", ""),
             generation=int(meta.get("generation", 0)),
-            created=parse_time(created) if created else None,
+            created=parse_timestamp(created) if created else None,
             annotations=dict(meta.get("annotations") or {}),
             spec=spec,
             status=status,
             raw=obj,
         )
-
-
-def parse_time(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 class Cluster:

@@ -19,7 +19,7 @@ from matplotlib.dates import AutoDateLocator, ConciseDateFormatter, date2num
 from matplotlib.figure import Figure
 
 from modelrollout.api.status import TERMINAL_PHASES, DriftStatus, MetricStatus, ThresholdStatus
-from modelrollout.plugin.kube import Rollout, parse_time
+from modelrollout.plugin.kube import Rollout
 
 WIDTH_INCHES, DPI = 10.0, 100
 WEIGHT_COLOR = "#1f77b4"
@@ -73,12 +73,12 @@ def _weight_panel(ax: Axes, rollout: Rollout, now: datetime) -> list[datetime]:
     """The declared weight after each transition, held until the next, then until now
     (or the end); each change of phase is labelled."""
     s = rollout.status
-    times = [parse_time(h.time) for h in s.history]
+    times = [h.time for h in s.history]
     weights = [h.weight for h in s.history]
     if not times:
         times, weights = [rollout.created or now], [s.weight]
         ax.annotate("no transitions recorded yet", (0.5, 0.5), xycoords="axes fraction")
-    end = parse_time(s.finished_at) if s.phase in TERMINAL_PHASES and s.finished_at else now
+    end = s.finished_at if s.phase in TERMINAL_PHASES and s.finished_at else now
     times.append(max(end, times[-1]))
     weights.append(weights[-1])
     ax.step([_x(t) for t in times], weights, where="post", color=WEIGHT_COLOR, linewidth=2.5)
@@ -100,7 +100,7 @@ def _weight_panel(ax: Axes, rollout: Rollout, now: datetime) -> list[datetime]:
 
 
 def _metric_panel(ax: Axes, metric: MetricStatus) -> datetime:
-    checked = parse_time(metric.checked_at)
+    checked = metric.checked_at
     _bounds(ax, metric.slo, SLO_COLOR, "--", "slo")
     _bounds(ax, metric.abort, ABORT_COLOR, "-", "abort")
     if metric.value is not None:
@@ -115,7 +115,7 @@ def _metric_panel(ax: Axes, metric: MetricStatus) -> datetime:
 
 
 def _drift_panel(ax: Axes, rollout: Rollout, drift: DriftStatus) -> datetime:
-    checked = parse_time(drift.checked_at)
+    checked = drift.checked_at
     gate = rollout.spec.drift_gate if rollout.spec else None
     if gate is not None:
         ax.axhline(gate.warn, color=SLO_COLOR, linestyle="--", label=f"warn {gate.warn:g}")

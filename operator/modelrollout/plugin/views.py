@@ -21,8 +21,10 @@ from modelrollout.api.status import (
     MetricStatus,
     ModelRolloutStatus,
     ThresholdStatus,
+    format_timestamp,
+    parse_timestamp,
 )
-from modelrollout.plugin.kube import Rollout, event_time, parse_time
+from modelrollout.plugin.kube import Rollout, event_time
 
 EVENTS_SHOWN = 10
 PHASE_STYLES = {
@@ -70,7 +72,7 @@ def span(seconds: float) -> str:
 def age(then: datetime | str | None, now: datetime) -> str:
     if then is None:
         return "-"
-    moment = parse_time(then) if isinstance(then, str) else then
+    moment = parse_timestamp(then) if isinstance(then, str) else then
     return span((now - moment).total_seconds())
 
 
@@ -204,7 +206,7 @@ def timing_lines(rollout: Rollout, now: datetime) -> list[Text]:
     s = rollout.status
     if s.phase in TERMINAL_PHASES or not s.stage_started_at:
         return []
-    started = parse_time(s.stage_started_at)
+    started = s.stage_started_at
     line = f"stage   began {span((now - started).total_seconds())} ago"
     waits: list[float] = []
     stages = _stages(rollout)
@@ -319,7 +321,7 @@ def history_table(rollout: Rollout) -> Table:
     table.add_column("MESSAGE")
     for h in rollout.status.history:
         table.add_row(
-            h.time,
+            format_timestamp(h.time),
             f"{h.from_phase} → {h.to_phase}",
             str(h.stage),
             f"{h.weight}%",

@@ -1,19 +1,31 @@
-"""Traffic routers, one module each. A new router is one module and one line here."""
+"""Traffic routers, one module each, registered below against the routing method
+(`trafficRouting` field) they serve. docs/contributing.md lists every step of
+adding one; a unit test holds this registry to the spec's one-of."""
 
 from __future__ import annotations
 
-from modelrollout.api.spec import ModelRolloutSpec
-from modelrollout.kube.client import Kube
-from modelrollout.ports import TrafficRouter
+from collections.abc import Callable
+
+from modelrollout.api.spec import (
+    GatewayAPIRouting,
+    IstioRouting,
+    ModelRolloutSpec,
+    ReplicasRouting,
+    RoutingMethod,
+)
+from modelrollout.ports import Objects, TrafficRouter
 from modelrollout.routers.gateway_api import GatewayAPIRouter
 from modelrollout.routers.istio import IstioRouter
 from modelrollout.routers.replicas import ReplicasRouter
 
+RouterFactory = Callable[[Objects, str, ModelRolloutSpec], TrafficRouter]
 
-def router_for(spec: ModelRolloutSpec, kube: Kube, namespace: str) -> TrafficRouter:
-    routing = spec.traffic_routing
-    if routing.gateway_api is not None:
-        return GatewayAPIRouter(kube, namespace, spec, routing.gateway_api)
-    if routing.istio is not None:
-        return IstioRouter(kube, namespace, spec, routing.istio)
-    return ReplicasRouter(kube, namespace, spec)
+ROUTERS: dict[type[RoutingMethod], RouterFactory] = {
+    ReplicasRouting: ReplicasRouter,
+    GatewayAPIRouting: GatewayAPIRouter,
+    IstioRouting: IstioRouter,
+}
+
+
+def router_for(spec: ModelRolloutSpec, objects: Objects, namespace: str) -> TrafficRouter:
+    return ROUTERS[type(spec.traffic_routing.method)](objects, namespace, spec)

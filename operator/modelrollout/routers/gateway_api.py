@@ -1,103 +1,98 @@
 """Gateway API: weights on the stable and candidate backendRefs of one HTTPRoute
-rule, and a RequestMirror filter for mirror stages.
+rule, and a RequestMirror filter (with `percent` below 100) for mirror stages.
 
-`spec.rules` is an atomic list, so the apply carries the whole list as read (with
-its resourceVersion, so a concurrent edit makes it fail rather than be lost) and
-changes only the two weights and our mirror filter.
-"""
+With `managedRoute` the route is the operator's own: it is created when missing and
+written whole (parentRefs, hostnames and one rule to the two Services), so nothing
+else holds its weights."""
 
 from __future__ import annotations
 
-import copy
-from typing import Any
-
-from modelrollout.api.spec import GatewayAPIRouting, ModelRolloutSpec
-from modelrollout.core.machine import RouteObservation, RouteTarget
-from modelrollout.kube.apply import apply_custom, read_custom
-from modelrollout.kube.client import Kube
-from modelrollout.ports import Manifest, Snapshot
-from modelrollout.routers.weights import RouteProblem, observe_weights
-
-GROUP, VERSION, PLURAL = "gateway.networking.k8s.io", "v1", "httproutes"
+from modelrollout.api.spec import ModelRolloutSpec
+from modelrollout.core.types import RouteObservation, RouteTarget
+from modelrollout.ports import Objects, Snapshot
+from modelrollout.routers.mesh import Entry, MeshRouter, RouteProblem
 
 
-class GatewayAPIRouter:
-    kind = "HTTPRoute"
+class GatewayAPIRouter(MeshRouter):
+    list_field = "rules"
+    default_weight = 1  # Gateway API's default
 
-    def __init__(
-        self, kube: Kube, namespace: str, spec: ModelRolloutSpec, routing: GatewayAPIRouting
-    ) -> None:
-        self.kube, self.namespace = kube, namespace
-        self.name, self.rule_index = routing.http_route, routing.rule_index
-        self.stable = spec.stable.service or ""
-        self.candidate = spec.candidate.service or ""
+    def __init__(self, objects: Objects, namespace: str, spec: ModelRolloutSpec) -> None:
+        super().__init__(objects, namespace, spec)
+        routing = spec.traffic_routing.gateway_api
+        assert routing is not None
+        self.rule_index, self.managed = routing.rule_index, routing.managed_route
 
-    async def _read(self) -> Manifest | None:
-        return await read_custom(self.kube, GROUP, VERSION, self.namespace, PLURAL, self.name)
+    async def observe(self, target: RouteTarget, snapshot: Snapshot) -> RouteObservation | None:
+        seen = await super().observe(target, snapshot)
+        if seen is None and self.managed is not None:
+            return RouteObservation(matches=False, weight=0.0)  # made by the first apply
+        return seen
 
-    def _backends(self, route: Manifest) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-        rules = route.get("spec", {}).get("rules", [])
-        where = f"HTTPRoute {self.name}"
-        if self.rule_index >= len(rules):
-            raise RouteProblem(f"{where} has no rule {self.rule_index} ({len(rules)} rules)")
-        rule = rules[self.rule_index]
+    async def apply(self, target: RouteTarget) -> None:
+        if self.managed is None:
+            await super().apply(target)
+            return
+        port = self.managed.port
+        rule: Entry = {
+            "backendRefs": [
+                {"name": self.stable, "port": port, "weight": 100 - target.weight},
+                {"name": self.candidate, "port": port, "weight": target.weight},
+            ]
+        }
+        self.set_mirror(
+            rule, rule["backendRefs"][1], target.mirror_percent if target.mirror else None
+        )
+        spec: Entry = {"parentRefs": self.managed.parent_refs, "rules": [rule]}
+        if self.managed.hostnames:
+            spec["hostnames"] = self.managed.hostnames
+        metadata = {"name": self.name, "namespace": self.namespace}
+        await self.objects.apply(self.object_kind, {"metadata": metadata, "spec": spec})
+
+    def locate(self, entries: list[Entry]) -> tuple[Entry, Entry, Entry]:
+        if self.rule_index >= len(entries):
+            raise RouteProblem(f"{self.where} has no rule {self.rule_index} ({len(entries)} rules)")
+        rule = entries[self.rule_index]
         refs = {ref.get("name"): ref for ref in rule.get("backendRefs", [])}
         absent = [name for name in (self.stable, self.candidate) if name not in refs]
         if absent:
             raise RouteProblem(
-                f"{where} rule {self.rule_index} has no backendRef for Service "
+                f"{self.where} rule {self.rule_index} has no backendRef for Service "
                 + " or ".join(absent)
             )
         return rule, refs[self.stable], refs[self.candidate]
 
-    def _mirrors(self, rule: dict[str, Any]) -> bool:
-        return any(self._is_our_mirror(f) for f in rule.get("filters", []))
-
-    def _is_our_mirror(self, item: dict[str, Any]) -> bool:
+    def _ours(self, item: Entry) -> bool:
         backend = (item.get("requestMirror") or {}).get("backendRef") or {}
         return item.get("type") == "RequestMirror" and backend.get("name") == self.candidate
 
-    async def observe(self, target: RouteTarget, snapshot: Snapshot) -> RouteObservation | None:
-        route = await self._read()
-        if route is None:
+    def mirrored(self, entry: Entry) -> float | None:
+        mirror = next((f for f in entry.get("filters", []) if self._ours(f)), None)
+        if mirror is None:
             return None
-        try:
-            rule, stable, candidate = self._backends(route)
-        except RouteProblem as problem:
-            return RouteObservation(matches=False, problem=str(problem))
-        weights = stable.get("weight", 1), candidate.get("weight", 1)
-        return observe_weights(*weights, self._mirrors(rule), target)
+        request = mirror["requestMirror"]
+        if "percent" in request:
+            return float(request["percent"])
+        fraction = request.get("fraction")
+        if fraction:
+            return (
+                100.0
+                * float(fraction.get("numerator", 0))
+                / float(fraction.get("denominator", 100))
+            )
+        return 100.0
 
-    async def apply(self, target: RouteTarget) -> None:
-        route = await self._read()
-        if route is None:
-            raise RouteProblem(f"HTTPRoute {self.name} not found")
-        rules = copy.deepcopy(route["spec"]["rules"])
-        rule, stable, candidate = self._backends({"spec": {"rules": rules}})
-        stable["weight"], candidate["weight"] = 100 - target.weight, target.weight
-        filters = [f for f in rule.get("filters", []) if not self._is_our_mirror(f)]
-        if target.mirror:
+    def set_mirror(self, entry: Entry, candidate: Entry, percent: int | None) -> None:
+        filters = [f for f in entry.get("filters", []) if not self._ours(f)]
+        if percent is not None:
             mirror_to = {"name": self.candidate, "port": candidate.get("port")}
             if "namespace" in candidate:
                 mirror_to["namespace"] = candidate["namespace"]
-            filters.append(
-                {
-                    "type": "RequestMirror",
-                    "requestMirror": {"backendRef": {k: v for k, v in mirror_to.items() if v}},
-                }
-            )
+            request: Entry = {"backendRef": {k: v for k, v in mirror_to.items() if v}}
+            if percent < 100:
+                request["percent"] = percent
+            filters.append({"type": "RequestMirror", "requestMirror": request})
         if filters:
-            rule["filters"] = filters
+            entry["filters"] = filters
         else:
-            rule.pop("filters", None)
-        body = {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "HTTPRoute",
-            "metadata": {
-                "name": self.name,
-                "namespace": self.namespace,
-                "resourceVersion": route["metadata"]["resourceVersion"],
-            },
-            "spec": {"rules": rules},
-        }
-        await apply_custom(self.kube, GROUP, VERSION, self.namespace, PLURAL, body)
+            entry.pop("filters", None)

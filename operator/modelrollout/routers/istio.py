@@ -1,23 +1,11 @@
 """Istio: destination weights in one VirtualService HTTP route, and `mirror` with
-`mirrorPercentage` for mirror stages.
-
-`spec.http` is an atomic list: the apply carries the whole list as read (with its
-resourceVersion) and changes only the two weights and the mirror fields.
-"""
+`mirrorPercentage` for mirror stages."""
 
 from __future__ import annotations
 
-import copy
-from typing import Any
-
-from modelrollout.api.spec import IstioRouting, ModelRolloutSpec
-from modelrollout.core.machine import RouteObservation, RouteTarget
-from modelrollout.kube.apply import apply_custom, read_custom
-from modelrollout.kube.client import Kube
-from modelrollout.ports import Manifest, Snapshot
-from modelrollout.routers.weights import RouteProblem, observe_weights
-
-GROUP, VERSION, PLURAL = "networking.istio.io", "v1", "virtualservices"
+from modelrollout.api.spec import ModelRolloutSpec
+from modelrollout.ports import Objects
+from modelrollout.routers.mesh import Entry, MeshRouter, RouteProblem
 
 
 def _same_host(host: str, service: str) -> bool:
@@ -25,86 +13,53 @@ def _same_host(host: str, service: str) -> bool:
     return host == service or host.startswith(f"{service}.")
 
 
-class IstioRouter:
-    kind = "VirtualService"
+class IstioRouter(MeshRouter):
+    list_field = "http"
+    default_weight = 0
 
-    def __init__(
-        self, kube: Kube, namespace: str, spec: ModelRolloutSpec, routing: IstioRouting
-    ) -> None:
-        self.kube, self.namespace = kube, namespace
-        self.name, self.route_name = routing.virtual_service, routing.route_name
-        self.stable = spec.stable.service or ""
-        self.candidate = spec.candidate.service or ""
+    def __init__(self, objects: Objects, namespace: str, spec: ModelRolloutSpec) -> None:
+        super().__init__(objects, namespace, spec)
+        routing = spec.traffic_routing.istio
+        assert routing is not None
+        self.route_name = routing.route_name
 
-    async def _read(self) -> Manifest | None:
-        return await read_custom(self.kube, GROUP, VERSION, self.namespace, PLURAL, self.name)
-
-    def _route(self, service: Manifest) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-        where = f"VirtualService {self.name}"
-        routes = service.get("spec", {}).get("http", [])
+    def locate(self, entries: list[Entry]) -> tuple[Entry, Entry, Entry]:
         if self.route_name is None:
-            if not routes:
-                raise RouteProblem(f"{where} has no http route")
-            http = routes[0]
+            if not entries:
+                raise RouteProblem(f"{self.where} has no http route")
+            http = entries[0]
         else:
-            named = [r for r in routes if r.get("name") == self.route_name]
+            named = [r for r in entries if r.get("name") == self.route_name]
             if not named:
-                raise RouteProblem(f"{where} has no http route named {self.route_name}")
+                raise RouteProblem(f"{self.where} has no http route named {self.route_name}")
             http = named[0]
-        destinations = http.get("route", [])
-
-        def find(service_name: str) -> dict[str, Any] | None:
-            entry: dict[str, Any]
-            for entry in destinations:
-                if _same_host(entry.get("destination", {}).get("host", ""), service_name):
-                    return entry
-            return None
-
-        stable, candidate = find(self.stable), find(self.candidate)
-        if stable is None or candidate is None:
-            absent = [
-                n for n, e in ((self.stable, stable), (self.candidate, candidate)) if e is None
-            ]
-            raise RouteProblem(f"{where} route has no destination for " + " or ".join(absent))
+        found = {
+            service: next(
+                (e for e in http.get("route", [])
+                 if _same_host(e.get("destination", {}).get("host", ""), service)),
+                None,
+            )
+            for service in (self.stable, self.candidate)
+        }  # fmt: skip
+        absent = [service for service, entry in found.items() if entry is None]
+        if absent:
+            raise RouteProblem(f"{self.where} route has no destination for " + " or ".join(absent))
+        stable, candidate = found[self.stable], found[self.candidate]
+        assert stable is not None and candidate is not None
         return http, stable, candidate
 
-    def _mirrors(self, http: dict[str, Any]) -> bool:
-        return _same_host((http.get("mirror") or {}).get("host", ""), self.candidate)
-
-    async def observe(self, target: RouteTarget, snapshot: Snapshot) -> RouteObservation | None:
-        service = await self._read()
-        if service is None:
+    def mirrored(self, entry: Entry) -> float | None:
+        if not _same_host((entry.get("mirror") or {}).get("host", ""), self.candidate):
             return None
-        try:
-            http, stable, candidate = self._route(service)
-        except RouteProblem as problem:
-            return RouteObservation(matches=False, problem=str(problem))
-        weights = stable.get("weight", 0), candidate.get("weight", 0)
-        return observe_weights(*weights, self._mirrors(http), target)
+        return float((entry.get("mirrorPercentage") or {}).get("value", 100.0))
 
-    async def apply(self, target: RouteTarget) -> None:
-        service = await self._read()
-        if service is None:
-            raise RouteProblem(f"VirtualService {self.name} not found")
-        routes = copy.deepcopy(service["spec"]["http"])
-        http, stable, candidate = self._route({"spec": {"http": routes}})
-        stable["weight"], candidate["weight"] = 100 - target.weight, target.weight
-        if target.mirror:
-            http["mirror"] = {"host": candidate["destination"]["host"]}
-            if "port" in candidate["destination"]:
-                http["mirror"]["port"] = candidate["destination"]["port"]
-            http["mirrorPercentage"] = {"value": 100.0}
-        elif self._mirrors(http):
-            http.pop("mirror", None)
-            http.pop("mirrorPercentage", None)
-        body = {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "VirtualService",
-            "metadata": {
-                "name": self.name,
-                "namespace": self.namespace,
-                "resourceVersion": service["metadata"]["resourceVersion"],
-            },
-            "spec": {"http": routes},
-        }
-        await apply_custom(self.kube, GROUP, VERSION, self.namespace, PLURAL, body)
+    def set_mirror(self, entry: Entry, candidate: Entry, percent: int | None) -> None:
+        if percent is not None:
+            destination = candidate["destination"]
+            entry["mirror"] = {"host": destination["host"]}
+            if "port" in destination:
+                entry["mirror"]["port"] = destination["port"]
+            entry["mirrorPercentage"] = {"value": float(percent)}
+        elif self.mirrored(entry) is not None:
+            entry.pop("mirror", None)
+            entry.pop("mirrorPercentage", None)

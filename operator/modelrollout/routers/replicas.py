@@ -1,18 +1,18 @@
 """No mesh: one Service selects both Deployments, and replica counts set the split.
 
-The candidate is scaled up for the next stage first (its `candidate_floor`) and the
-stable is scaled down only once the candidate's replicas are ready, so capacity
-never dips. The weight is approximate: ceil(total x weight / 100) replicas.
+Capacity never dips. Whatever grows is written before whatever shrinks; the machine
+grows the candidate for the next stage first (its `candidate_floor`) and, on a
+rollback, keeps the candidate's replicas until the stable has grown back. The
+weight is approximate: ceil(total x weight / 100) replicas.
 """
 
 from __future__ import annotations
 
+from modelrollout.api.objects import DEPLOYMENT
 from modelrollout.api.spec import ModelRolloutSpec
-from modelrollout.core.machine import RouteObservation, RouteTarget
 from modelrollout.core.stages import candidate_replicas
-from modelrollout.kube.apply import apply_deployment_replicas
-from modelrollout.kube.client import Kube
-from modelrollout.ports import Manifest, Snapshot
+from modelrollout.core.types import RouteObservation, RouteTarget
+from modelrollout.ports import Manifest, Objects, Snapshot
 
 
 def _replicas(deployment: Manifest | None) -> int:
@@ -22,10 +22,8 @@ def _replicas(deployment: Manifest | None) -> int:
 
 
 class ReplicasRouter:
-    kind = "Deployment replicas"
-
-    def __init__(self, kube: Kube, namespace: str, spec: ModelRolloutSpec) -> None:
-        self.kube, self.namespace = kube, namespace
+    def __init__(self, objects: Objects, namespace: str, spec: ModelRolloutSpec) -> None:
+        self.objects, self.namespace = objects, namespace
         self.stable, self.candidate = spec.stable.deployment, spec.candidate.deployment
 
     @staticmethod
@@ -45,7 +43,15 @@ class ReplicasRouter:
         return RouteObservation(matches=matches, weight=round(weight, 2))
 
     async def apply(self, target: RouteTarget) -> None:
-        stable, candidate = self.counts(target)
-        # Candidate first: when it grows, the stable shrinks only after it is in place.
-        await apply_deployment_replicas(self.kube, self.namespace, self.candidate, candidate)
-        await apply_deployment_replicas(self.kube, self.namespace, self.stable, stable)
+        wanted = dict(zip((self.stable, self.candidate), self.counts(target), strict=True))
+        now = {name: _replicas(await self.objects.get(DEPLOYMENT, self.namespace, name))
+               for name in wanted}  # fmt: skip
+        # growth first: the side that shrinks does so only once the other has grown
+        for name in sorted(wanted, key=lambda n: wanted[n] < now[n]):
+            await scale(self.objects, self.namespace, name, wanted[name])
+
+
+async def scale(objects: Objects, namespace: str, deployment: str, replicas: int) -> None:
+    """Own `spec.replicas` of a Deployment and nothing else of it."""
+    metadata = {"name": deployment, "namespace": namespace}
+    await objects.apply(DEPLOYMENT, {"metadata": metadata, "spec": {"replicas": replicas}})
