@@ -3,8 +3,11 @@
 #
 # Reproducible: the base image is pinned by digest, and every Python package comes
 # from requirements/*.lock (hack/lock.sh, from pyproject.toml), checked by hash and
-# taken as a wheel only, so nothing is compiled. Two stages: the first builds a
-# virtualenv, the second, with no build tools at all, gets only that virtualenv.
+# taken as a wheel only, so nothing is compiled. The image runs the operator and the
+# shadow comparator (`modelrollout-shadow`, the chart's shadowComparator), so
+# operator.lock holds the dependencies and the `shadow` extra. Two stages: the first
+# builds a virtualenv, the second, with no build tools at all, gets only that
+# virtualenv.
 #
 # The base image: python:3.11-slim (Python 3.11.16) by the multi-platform index digest
 # that public builds resolved that tag to in 2026 (found in their build logs; no image
@@ -29,8 +32,10 @@ RUN /opt/modelrollout/bin/pip install --require-hashes --only-binary=:all: --no-
 COPY pyproject.toml README.md /src/
 COPY operator /src/operator
 # --no-deps: the dependencies are the locked ones above, nothing else may come in.
+# Then both entry points must import: a dependency missing from the lock fails here.
 RUN /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /tmp/wheel /src \
  && /opt/modelrollout/bin/pip install --no-deps /tmp/wheel/*.whl \
+ && /opt/modelrollout/bin/python -c "import modelrollout.__main__, modelrollout.shadow.main" \
  && /opt/modelrollout/bin/pip uninstall --yes pip
 
 FROM ${PYTHON_IMAGE}

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The image's dependencies, pinned with hashes, for its Python (3.11 on Linux):
-#   requirements/operator.lock  pyproject.toml [project.dependencies], what runs
+#   requirements/operator.lock  pyproject.toml [project.dependencies] and the `shadow`
+#                               extra: what runs (the image ships the operator and the
+#                               shadow comparator, modelrollout-shadow)
 #   requirements/build.lock     pyproject.toml [build-system.requires], what builds
 #                               the operator's wheel in the image's first stage
 # The Dockerfile installs exactly these (pip --require-hashes --only-binary).
@@ -34,9 +36,12 @@ print("\n".join(tomllib.load(open(sys.argv[1], "rb"))["build-system"]["requires"
     "$root/pyproject.toml"
 }
 
-# compile OUTPUT INPUT: INPUT is pyproject.toml or "-" (requirements on stdin).
+# The extras the image installs besides [project.dependencies].
+image_extras=(shadow)
+
+# compile OUTPUT INPUT [uv flags...]: INPUT is pyproject.toml or "-" (requirements on stdin).
 compile() {
-  local output="$1" input="$2" extra=()
+  local output="$1" input="$2" extra=("${@:3}")
   [[ "$mode" == "--upgrade" ]] && extra+=(--upgrade)
   (cd "$root" && "$uv" pip compile --quiet "$input" -o "$output" "${extra[@]}" \
     --python-version 3.11 --python-platform linux --generate-hashes \
@@ -52,7 +57,7 @@ if [[ "$mode" == "--check" ]]; then
     [[ -f "$committed" ]] || { stale+=("requirements/$name.lock (missing)"); continue; }
     cp "$committed" "$work/$name.lock"
   done
-  compile "$work/operator.lock" pyproject.toml
+  compile "$work/operator.lock" pyproject.toml "${image_extras[@]/#/--extra=}"
   build_requires | compile "$work/build.lock" -
   for name in operator build; do
     [[ -f "$root/requirements/$name.lock" ]] || continue
@@ -70,6 +75,6 @@ if [[ "$mode" == "--check" ]]; then
 fi
 
 mkdir -p "$root/requirements"
-compile requirements/operator.lock pyproject.toml
+compile requirements/operator.lock pyproject.toml "${image_extras[@]/#/--extra=}"
 build_requires | compile requirements/build.lock -
 log "wrote requirements/operator.lock and requirements/build.lock"
