@@ -694,7 +694,9 @@ ALLOWED = [
 DENIED = [
     ("create", "modelrollouts.rollouts.mlops.io"),
     ("delete", "modelrollouts.rollouts.mlops.io"),
+    ("update", "modelrollouts.rollouts.mlops.io"),  # kopf and the operator only patch
     ("create", "deployments.apps"),
+    ("list", "deployments.apps"),  # read by name only
     ("delete", "deployments.apps"),
     ("patch", "services"),
     ("list", "configmaps"),

@@ -188,7 +188,7 @@ def load(root: Path, helm: str | None = None) -> tuple[dict[str, set[Grant]], li
     """Each account's grants and every request. With `helm`, the grants come from the
     chart as it is now, rendered with each install's recorded values, instead of from
     what the suites installed: a changed chart is checked against the last audit."""
-    from testbed.helm import render
+    from testbed.helm import rbac_templates, render
 
     accounts: dict[str, set[Grant]] = {}
     seen: list[Request] = []
@@ -198,7 +198,7 @@ def load(root: Path, helm: str | None = None) -> tuple[dict[str, set[Grant]], li
             manifests = installed["manifests"]
             if helm is not None:
                 namespace = installed["user"].split(":")[2]
-                shown = ("--show-only", "templates/rbac.yaml")
+                shown = rbac_templates(installed["values"])
                 manifests = render(
                     helm, installed["values"], *shown,
                     release=installed["release"], namespace=namespace,

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from testbed.audit import SESSION
+from testbed.helm import rbac_templates
 from testbed.rbac_audit import SUITES, Grant, Request, compare, grants, incomplete, requests
 
 OPERATOR = "system:serviceaccount:ns:r1-modelrollout-operator"
@@ -162,3 +163,12 @@ def test_only_whole_passing_runs_of_both_suites_are_trusted(tmp_path: Path) -> N
         session(tmp_path, "integration", **partial)
         (problem,) = incomplete(tmp_path)
         assert problem.startswith("integration: ")
+
+
+def test_the_leases_role_is_judged_with_the_rest_in_leader_election_mode() -> None:
+    """`--chart-now` re-renders what an install recorded: the Lease's Role too."""
+    plain = rbac_templates({})
+    assert plain == ["--show-only", "templates/rbac.yaml"]
+    leading = rbac_templates({"highAvailability": {"mode": "leaderElection"}})
+    assert leading == [*plain, "--show-only", "templates/leader-election.yaml"]
+    assert rbac_templates({"highAvailability": {"mode": "peering"}}) == plain
