@@ -13,6 +13,8 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
+# shellcheck source=../lib/go-build.sh
+source "$root/hack/lib/go-build.sh"
 package="helm.sh/helm/v3/cmd/helm"
 
 log() { printf '[helm] %s\n' "$*" >&2; }
@@ -60,12 +62,15 @@ mkdir -p "$root/.cache/helm"
 tmp="$(mktemp -d "$out.tmp.XXXXXX")"
 trap 'rm -rf "$tmp"' EXIT
 
-log "building helm $helm_version (Kubernetes 1.$k8s_minor libraries) into $out"
+log "building helm $helm_version (Kubernetes 1.$k8s_minor libraries) into $out (minutes on a cold Go cache)"
 start=$SECONDS
 # -mod=readonly: a build must never rewrite go.mod (that would change the key).
 # CGO_ENABLED=0: a static binary, as helm's releases are; no C toolchain needed.
-(cd "$here" && CGO_ENABLED=0 GOFLAGS="${GOFLAGS:-} -mod=readonly" \
-  go build "${build_flags[@]}" -o "$tmp/helm" "$package")
+(
+  cd "$here"
+  export CGO_ENABLED=0 GOFLAGS="${GOFLAGS:-} -mod=readonly"
+  go_build helm "${build_flags[@]}" -o "$tmp/helm" -- "$package"
+)
 
 chmod 755 "$tmp"
 rm -rf "$out"

@@ -13,6 +13,8 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
+# shellcheck source=../lib/go-build.sh
+source "$root/hack/lib/go-build.sh"
 
 log() { printf '[peers] %s\n' "$*" >&2; }
 
@@ -47,10 +49,14 @@ tmp="$(mktemp -d "$out.tmp.XXXXXX")"
 trap 'rm -rf "$tmp"' EXIT
 
 version="$(awk -v m="${package%%/cmd/*}" '$1 == m { print $2; exit }' "$module_dir/go.mod")"
-log "building $name ($version) into $out"
+log "building $name ($version) into $out (minutes on a cold Go cache)"
 start=$SECONDS
 # -mod=readonly: a build must never rewrite go.mod (that would change the key).
-(cd "$module_dir" && GOFLAGS="${GOFLAGS:-} -mod=readonly" go build "${build_flags[@]}" -o "$tmp/$name" "$package")
+(
+  cd "$module_dir"
+  export GOFLAGS="${GOFLAGS:-} -mod=readonly"
+  go_build "$peer" "${build_flags[@]}" -o "$tmp/$name" -- "$package"
+)
 
 chmod 755 "$tmp"
 rm -rf "$out"

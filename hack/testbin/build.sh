@@ -10,6 +10,8 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
+# shellcheck source=../lib/go-build.sh
+source "$root/hack/lib/go-build.sh"
 
 # "import/path:binary-name" — one `go build` builds them all; add packages here (and to
 # the `tool` block of go.mod, so `go mod tidy` keeps their requirements).
@@ -71,10 +73,14 @@ trap 'rm -rf "$tmp"' EXIT
 import_paths=()
 for p in "${packages[@]}"; do import_paths+=("${p%%:*}"); done
 
-log "building ${names[*]} ($k8s_version) into $out"
+log "building ${names[*]} ($k8s_version) into $out (minutes on a cold Go cache)"
 start=$SECONDS
 # -mod=readonly: a build must never rewrite go.mod (that would change the key).
-(cd "$here" && GOFLAGS="${GOFLAGS:-} -mod=readonly" go build "${build_flags[@]}" -o "$tmp/" "${import_paths[@]}")
+(
+  cd "$here"
+  export GOFLAGS="${GOFLAGS:-} -mod=readonly"
+  go_build testbin "${build_flags[@]}" -o "$tmp/" -- "${import_paths[@]}"
+)
 
 # `go build -o dir/` names a binary after its import path's last element, skipping a
 # major-version suffix (go.etcd.io/etcd/server/v3 -> server); rename to what we want.

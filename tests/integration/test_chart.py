@@ -54,10 +54,10 @@ def rule(group: str, resources: str, verbs: str, names: str = "") -> Obj:
 
 # What the operator needs in a namespace it watches (templates/rbac.yaml): and only this.
 OPERATOR_RULES = [
-    rule("rollouts.mlops.io", "modelrollouts", "get list watch patch update"),
-    rule("rollouts.mlops.io", "modelrollouts/status", "get patch update"),
-    rule("", "events", "create patch"),
-    rule("apps", "deployments", "get list watch patch"),
+    rule("rollouts.mlops.io", "modelrollouts", "get list watch patch"),
+    rule("rollouts.mlops.io", "modelrollouts/status", "patch"),
+    rule("", "events", "create"),
+    rule("apps", "deployments", "get patch"),
     rule("", "services configmaps", "get"),
     *(rule(k.group, k.plural, "get list watch create patch") for k in routing_kinds(created=True)),
     *(rule(k.group, k.plural, "get list watch patch") for k in routing_kinds(created=False)),
@@ -329,7 +329,7 @@ def test_peering_runs_a_statefulset_with_one_priority_per_pod(helm: str) -> None
     role = only(docs, "ClusterRole")
     assert role["rules"][-2:] == [
         rule("kopf.dev", "clusterkopfpeerings", "list watch"),
-        rule("kopf.dev", "clusterkopfpeerings", "get patch", names="modelrollout-operator"),
+        rule("kopf.dev", "clusterkopfpeerings", "patch", names="modelrollout-operator"),
     ]
 
 
@@ -695,7 +695,9 @@ ALLOWED = [
 DENIED = [
     ("create", "modelrollouts.rollouts.mlops.io"),
     ("delete", "modelrollouts.rollouts.mlops.io"),
+    ("update", "modelrollouts.rollouts.mlops.io"),  # kopf and the operator only patch
     ("create", "deployments.apps"),
+    ("list", "deployments.apps"),  # read by name only
     ("delete", "deployments.apps"),
     ("patch", "services"),
     ("list", "configmaps"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -9,7 +10,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from testbed.paths import CRD_CACHE, TESTBIN, MissingPrerequisite, require_tool
+from testbed.paths import CRD_CACHE, ROOT, TESTBIN, MissingPrerequisite, require_tool
 
 BINARIES = (
     "etcd",
@@ -39,6 +40,29 @@ def ensure_binaries() -> Path:
     if result.returncode != 0:
         raise RuntimeError(f"hack/testbin/build.sh failed:\n{result.stderr[-4000:]}")
     return Path(result.stdout.strip().splitlines()[-1])
+
+
+PROMETHEUS_BUILD = ROOT / "hack" / "prometheus" / "build.sh"
+PROMETHEUS_TOOLS = {"prometheus": "PROMETHEUS_BIN", "promtool": "PROMTOOL_BIN"}
+
+
+@functools.cache
+def prometheus_tool(name: str) -> str:
+    """`prometheus` or `promtool`: $PROMETHEUS_BIN / $PROMTOOL_BIN if set, else the build
+    of hack/prometheus/go.mod (made on first use, minutes; cached after), else PATH."""
+    env_var = PROMETHEUS_TOOLS[name]
+    if os.environ.get(env_var):
+        return require_tool(name, env_var)
+    if shutil.which("go"):
+        env = {k: v for k, v in os.environ.items() if k not in PROMETHEUS_TOOLS.values()}
+        result = subprocess.run([str(PROMETHEUS_BUILD)], capture_output=True, text=True, env=env)
+        if result.returncode != 0:
+            raise RuntimeError(f"hack/prometheus/build.sh failed:\n{result.stderr[-4000:]}")
+        return str(Path(result.stdout.strip().splitlines()[-1]) / name)
+    return require_tool(
+        name,
+        hint=f"Install Go (hack/prometheus/build.sh builds it), set ${env_var}, or put it on PATH.",
+    )
 
 
 def _module_dir(module: str, version: str) -> Path:

@@ -23,7 +23,7 @@ from typing import Any, Self
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
-from testbed import procs
+from testbed import audit, procs
 from testbed.binaries import ensure_binaries, ensure_crds
 from testbed.kubeconfig import cert_user, client_from_kubeconfig, token_user, write_kubeconfig
 from testbed.pki import Pki, make_pki
@@ -112,6 +112,7 @@ class ControlPlane:
                 f"--service-account-signing-key-file={pki.sa_key}",
                 "--service-cluster-ip-range=10.0.0.0/16",  # thousands of Services (bench-scale)
                 "--profiling=false",
+                *audit.apiserver_flags(self.workdir, self.port),  # if $TESTBED_AUDIT_DIR
             ],
         )
         write_kubeconfig(self.kubeconfig, self.server, pki.ca_cert, self._admin_user())

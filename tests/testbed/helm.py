@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from testbed.audit import record_rbac
 from testbed.paths import ROOT, MissingPrerequisite, require_tool
 
 CHART = ROOT / "charts" / "modelrollout-operator"
@@ -52,17 +53,26 @@ def render(helm: str, values: Obj | None = None, *args: str, **kw: str) -> str:
     return result.stdout
 
 
+def rbac_templates(values: Obj) -> list[str]:
+    """`--show-only` arguments for every template holding the operator's Roles and
+    ClusterRoles with `values`: rbac.yaml, and the Lease's Role in leaderElection mode."""
+    shown = ["--show-only", "templates/rbac.yaml"]
+    if (values.get("highAvailability") or {}).get("mode") == "leaderElection":
+        shown += ["--show-only", "templates/leader-election.yaml"]
+    return shown
+
+
 def service_account_rbac(
     helm: str, namespace: str, values: Obj, release: str | None = None
 ) -> tuple[str, str, str]:
     """The chart's ServiceAccount and RBAC in `namespace`, with the peering objects in
     peering mode: (manifests, release, ServiceAccount name)."""
     release = release or f"r{uuid.uuid4().hex[:6]}"
-    shown = ["--show-only", "templates/serviceaccount.yaml", "--show-only", "templates/rbac.yaml"]
+    shown = ["--show-only", "templates/serviceaccount.yaml", *rbac_templates(values)]
     mode = (values.get("highAvailability") or {}).get("mode")
     if mode == "peering":
         shown += ["--show-only", "templates/peering.yaml"]
-    if mode == "leaderElection":
-        shown += ["--show-only", "templates/leader-election.yaml"]
     manifests = render(helm, values, *shown, release=release, namespace=namespace)
-    return manifests, release, f"{release}-modelrollout-operator"
+    account = f"{release}-modelrollout-operator"
+    record_rbac(release, namespace, account, values, manifests)  # if $TESTBED_AUDIT_DIR
+    return manifests, release, account

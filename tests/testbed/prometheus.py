@@ -21,7 +21,7 @@ from typing import Any, Self
 import yaml
 
 from testbed import procs
-from testbed.paths import require_tool
+from testbed.binaries import prometheus_tool
 
 Result = list[dict[str, Any]]
 
@@ -37,12 +37,11 @@ _CONFIG = {
 
 
 class Prometheus:
-    """`/usr/bin/prometheus` (or $PROMETHEUS_BIN) with a tsdb in a temp folder."""
+    """Prometheus 3 built from its Go module (or $PROMETHEUS_BIN, see `prometheus_tool`)
+    with a tsdb in a temp folder."""
 
     def __init__(self, workdir: Path | None = None) -> None:
-        self.binary = require_tool(
-            "prometheus", "PROMETHEUS_BIN", "Install it (apt-get install prometheus)."
-        )
+        self.binary = prometheus_tool("prometheus")
         self._own_workdir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="testbed-prom-"))
         self.port = procs.free_port()

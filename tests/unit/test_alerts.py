@@ -1,7 +1,8 @@
 """The chart's alerts and Grafana dashboard: valid for Prometheus and Grafana, tested
 alert by alert with promtool, and built only from metrics the operator exports.
 
-promtool comes with Debian's `prometheus` package. Without it these tests skip, and
+promtool is built with Prometheus from its Go module (hack/prometheus/build.sh), or
+taken from $PROMTOOL_BIN or PATH. Without Go or any of those these tests skip, and
 fail under CI=true.
 """
 
@@ -19,7 +20,8 @@ import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
 from modelrollout import telemetry
-from testbed.paths import ROOT, MissingPrerequisite, in_ci, require_tool
+from testbed.binaries import prometheus_tool
+from testbed.paths import ROOT, MissingPrerequisite, in_ci
 
 FILES = ROOT / "charts" / "modelrollout-operator" / "files"
 ALERTS = FILES / "alerts.yaml"
@@ -65,7 +67,7 @@ PROMQL_WORDS = {
 
 def promtool() -> str:
     try:
-        return require_tool("promtool", hint="Install Debian's `prometheus` package.")
+        return prometheus_tool("promtool")
     except MissingPrerequisite as err:
         if in_ci():
             pytest.fail(f"promtool is needed under CI: {err}", pytrace=False)

@@ -1,0 +1,89 @@
+# Sourced by hack/*/build.sh: `go build` with progress and an estimate of the time left.
+#
+#   go_build LABEL [go build flags...] -- PACKAGE...
+#
+# Runs in the current folder (the module's). The packages to compile are counted with
+# `go list -deps` (which also downloads the modules, the first time); `go build -v`
+# names each package as it is done, so the count gives the share done and the rate
+# the time left. A warm Go build cache reports most packages at once: the estimate
+# is for the cold build, which is when it matters. On a terminal one line is
+# rewritten; elsewhere (CI logs), or with GO_BUILD_PROGRESS=lines (for builds side by
+# side), a line is printed every 30 seconds.
+
+go_build() {
+  local label="$1"
+  shift
+  local flags=() tags=""
+  while (($#)) && [[ "$1" != "--" ]]; do
+    flags+=("$1")
+    shift
+  done
+  shift
+  local i
+  for ((i = 0; i < ${#flags[@]}; i++)); do
+    [[ "${flags[i]}" == "-tags" ]] && tags="${flags[i + 1]}"
+  done
+
+  printf '[%s] resolving packages (downloads the modules the first time)\n' "$label" >&2
+  local total
+  total="$(go list -deps ${tags:+-tags "$tags"} "$@" 2> >(_go_fold_downloads "$label") | wc -l)"
+
+  local status=0
+  go build -v "${flags[@]}" "$@" 2> >(_go_build_progress "$label" "$total") || status=$?
+  wait "${!:-}" 2>/dev/null || true  # the progress filter: let it print its last line
+  return "$status"
+}
+
+# Reads `go list` stderr: one line for all the "go: downloading" lines, others as they are.
+_go_fold_downloads() {
+  local label="$1" line count=0
+  while IFS= read -r line; do
+    if [[ "$line" == "go: downloading "* ]]; then
+      count=$((count + 1))
+    else
+      printf '%s\n' "$line" >&2
+    fi
+  done
+  ((count)) && printf '[%s] downloaded %d modules\n' "$label" "$count" >&2
+  return 0
+}
+
+# Reads `go build -v` stderr: counts package lines, passes every other line through.
+_go_build_progress() {
+  local label="$1" total="$2" done=0 start=$SECONDS last=$SECONDS line tty=0
+  [[ -t 2 && "${GO_BUILD_PROGRESS:-}" != lines ]] && tty=1
+  while IFS= read -r line; do
+    if [[ "$line" =~ ^[A-Za-z0-9_./~+-]+$ ]]; then
+      done=$((done + 1))
+      if ((tty)) || ((SECONDS - last >= 30)); then
+        _go_build_report "$label" "$done" "$total" "$((SECONDS - start))" "$tty"
+        last=$SECONDS
+      fi
+    else
+      ((tty)) && printf '\n' >&2
+      printf '%s\n' "$line" >&2
+    fi
+  done
+  ((done)) && _go_build_report "$label" "$done" "$total" "$((SECONDS - start))" "$tty"
+  ((tty && done)) && printf '\n' >&2
+  return 0
+}
+
+_go_build_report() {
+  local label="$1" done="$2" total="$3" elapsed="$4" tty="$5" left="" pct
+  ((done > total)) && total=$done
+  pct=$((100 * done / (total > 0 ? total : 1)))
+  # The rate settles once a tenth is done; before that, say nothing about the end.
+  if ((done * 10 >= total && done < total && elapsed > 0)); then
+    left=$(((total - done) * elapsed / done))
+    ((left < 60)) && left=", under a minute left" || left=", about $(((left + 59) / 60)) min left"
+  fi
+  local text
+  text="$(printf '[%s] compiled %d/%d packages (%d%%) in %dm%02ds%s' \
+    "$label" "$done" "$total" "$pct" $((elapsed / 60)) $((elapsed % 60)) "$left")"
+  if ((tty)); then
+    printf '\r\033[K%s' "$text" >&2
+  else
+    printf '%s\n' "$text" >&2
+  fi
+}
