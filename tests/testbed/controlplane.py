@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Self
 
 import kubernetes
+import yaml
 from kubernetes.client.exceptions import ApiException
 
 from testbed import audit, procs
@@ -319,13 +320,24 @@ class ControlPlane:
                     str(path),
                     f"--timeout={timeout:.0f}s",
                 )
-                return
+                break
             except RuntimeError as error:
                 # a CRD read before its first status has no conditions yet: kubectl
                 # says "accessor error" instead of waiting, so ask again
                 if "accessor error" not in str(error) or time.monotonic() > deadline:
                     raise
                 time.sleep(0.5)
+        # Established comes before discovery serves the kinds: a client that asks for a
+        # kind just then hears "no matches for kind". Wait until each is served.
+        for name in _crd_names(path):
+            while True:
+                try:
+                    self.kubectl("get", name, "-A", "-o", "name", "--request-timeout=10s")
+                    break
+                except RuntimeError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.5)
 
     def install_gateway_and_istio_crds(self) -> None:
         """Gateway API v1 (standard channel) and Istio CRDs, as an operator expects them."""
@@ -372,3 +384,14 @@ def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
             return bool(resp.status == 200)
     except (urllib.error.URLError, ConnectionError, TimeoutError, ssl.SSLError):
         return False
+
+
+def _crd_names(path: Path) -> list[str]:
+    """`plural.group` of every CRD in a file or folder."""
+    files = sorted(path.glob("*.yaml")) if path.is_dir() else [path]
+    return [
+        str(doc["metadata"]["name"])
+        for file in files
+        for doc in yaml.safe_load_all(file.read_text())
+        if doc and doc.get("kind") == "CustomResourceDefinition"
+    ]
