@@ -61,6 +61,8 @@ OPERATOR_RULES = [
     rule("", "services configmaps", "get"),
     *(rule(k.group, k.plural, "get list watch create patch") for k in routing_kinds(created=True)),
     *(rule(k.group, k.plural, "get list watch patch") for k in routing_kinds(created=False)),
+    rule("batch", "jobs", "get create patch delete"),
+    rule("", "pods", "list"),
 ]
 CRD_READS = rule("apiextensions.k8s.io", "customresourcedefinitions", "list watch")
 
@@ -689,6 +691,11 @@ ALLOWED = [
     ("get", "services"),
     ("get", "configmaps"),
     *(("patch", kind.resource) for kind in routing_kinds()),
+    ("get", "jobs.batch"),
+    ("create", "jobs.batch"),
+    ("patch", "jobs.batch"),
+    ("delete", "jobs.batch"),
+    ("list", "pods"),
     ("get", "secrets/prom-token"),
 ]
 DENIED = [
@@ -699,6 +706,9 @@ DENIED = [
     ("patch", "services"),
     ("list", "configmaps"),
     ("get", "pods"),
+    ("delete", "pods"),
+    ("list", "jobs.batch"),
+    ("update", "jobs.batch"),
     ("list", "secrets"),
     ("get", "secrets/other-secret"),
     ("delete", "events"),
