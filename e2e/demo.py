@@ -2,11 +2,13 @@
 
 It builds what is missing, starts a control plane (etcd, kube-apiserver,
 controller-manager, scheduler, kwok), Prometheus, one model server per Ready pod,
+the shadow comparator in front of the stable (modelrollout-shadow, docs/shadow.md),
 the operator and a steady stream of traffic. Then two rollouts of a fraud model:
-- v1 -> v2 over 5-10-25-50-100, judged on error rate, p99 latency and input drift,
-  which promotes;
-- the same again, but the candidate starts failing requests at stage 2, and the
-  operator rolls it back on its own.
+- v1 -> v2: first a shadow stage, where the comparator copies the stable's traffic to
+  v2 and the operator judges how often v2 answers like v1 (the match rate), then
+  5-10-25-50-100, judged on error rate, p99 latency and input drift; it promotes;
+- the same stages without the shadow stage, but the candidate starts failing
+  requests at stage 2, and the operator rolls it back on its own.
 Each is shown live (`kubectl modelrollout status --watch`). A summary follows, with
 the traffic share Prometheus saw at each stage, and everything started is stopped.
 """
@@ -30,9 +32,11 @@ from e2e.stack import (  # noqa: E402
     CANDIDATE,
     FAULTS,
     ROUTE,
+    SHADOW,
     Stack,
     http_route,
     rollout,
+    shadow_stage,
     stage_windows,
 )
 from modelrollout.plugin.main import main as plugin  # noqa: E402
@@ -41,6 +45,12 @@ from testbed.paths import MissingPrerequisite  # noqa: E402
 
 NAMESPACE = "demo"
 STAGES = {"preset": "5-10-25-50-100", "stageDuration": "15s", "minSamples": 40}
+WITH_SHADOW = {
+    "stages": [
+        shadow_stage(duration="15s", min_samples=400),
+        *({"weight": w, "duration": "15s", "minSamples": 40} for w in (5, 10, 25, 50, 100)),
+    ]
+}
 
 
 def say(text: str) -> None:
@@ -66,15 +76,18 @@ def main() -> int:
         cp.install_gateway_and_istio_crds()
         cp.install_crds(ROOT / "crds")
         cp.kubectl("create", "namespace", NAMESPACE)
-        say("starting Prometheus, the model servers and the traffic (80 requests a second)")
+        say(
+            "starting Prometheus, the model servers, the shadow comparator in front of the "
+            "stable and the traffic (80 requests a second)"
+        )
         prometheus = Prometheus(workdir / "prometheus").start()
 
         def apply(*manifests: dict[str, Any]) -> None:
             docs = "\n---\n".join(yaml.safe_dump(m) for m in manifests)
             cp.apply(docs + "\n", "-n", NAMESPACE, "--force-conflicts")
 
-        stack = Stack(cp.api_client(), NAMESPACE, prometheus, apply)
-        stack.start()
+        stack = Stack(cp.api_client(), NAMESPACE, prometheus, apply, cp.kubeconfig)
+        stack.start(shadow=True)
         say("starting the operator")
         procs.spawn(
             "operator",
@@ -84,12 +97,12 @@ def main() -> int:
             env={"KUBECONFIG": str(cp.kubeconfig), "PYTHONPATH": str(ROOT / "operator")},
         )  # fmt: skip
 
-        say("rollout 1: fraud-v1 -> fraud-v2, a healthy candidate")
-        results.append(run_rollout(cp, stack, apply, regress_at=None))
+        say("rollout 1: fraud-v1 -> fraud-v2, a healthy candidate, shadowed first")
+        results.append(run_rollout(cp, stack, apply, WITH_SHADOW, regress_at=None))
         say("rollout 2: the same candidate, which starts failing 40% of requests at stage 2")
         cp.kubectl("delete", "mro", ROUTE, "-n", NAMESPACE, "--wait=true")
-        apply(http_route())  # the stable serves everything again
-        results.append(run_rollout(cp, stack, apply, regress_at=2))
+        apply(http_route(SHADOW))  # the stable (through the comparator) serves everything again
+        results.append(run_rollout(cp, stack, apply, STAGES, regress_at=2))
         summary(stack, results, time.monotonic() - started)
         ok = [r["phase"] for r in results] == ["Succeeded", "RolledBack"]
         return 0 if ok else 1
@@ -106,17 +119,38 @@ def main() -> int:
 
 
 def run_rollout(
-    cp: ControlPlane, stack: Stack, apply: Any, regress_at: int | None
+    cp: ControlPlane, stack: Stack, apply: Any, strategy: dict[str, Any], regress_at: int | None
 ) -> dict[str, Any]:
     fault(cp, "0")
-    apply(rollout(stack.prometheus.url, STAGES))
+    # The route's stable backend is the comparator's Service, in front of fraud-v1.
+    apply(rollout(stack.prometheus.url, strategy, stable={"service": SHADOW}))
     begun = time.monotonic()
     if regress_at is not None:
         threading.Thread(target=regress, args=(cp, regress_at), daemon=True).start()
+    judged: dict[str, Any] = {}
+    threading.Thread(target=keep_match_rate, args=(cp, judged), daemon=True).start()
     kube = ["--kubeconfig", str(cp.kubeconfig), "-n", NAMESPACE]
     plugin([*kube, "status", ROUTE, "--watch"])
     done = stack_rollout(cp)
-    return {"object": done, "phase": done["status"]["phase"], "seconds": time.monotonic() - begun}
+    return {
+        "object": done,
+        "phase": done["status"]["phase"],
+        "seconds": time.monotonic() - begun,
+        "match-rate": judged.get("match-rate"),
+    }
+
+
+def keep_match_rate(cp: ControlPlane, judged: dict[str, Any]) -> None:
+    """The last match-rate the operator wrote to status while the rollout ran (status
+    holds the current stage's analysis only)."""
+    while True:
+        status = stack_rollout(cp).get("status") or {}
+        for metric in status.get("analysis") or ():
+            if metric["name"] == "match-rate" and metric.get("value") is not None:
+                judged["match-rate"] = metric
+        if status.get("phase") in ("Succeeded", "RolledBack", "Failed"):
+            return
+        time.sleep(1)
 
 
 def stack_rollout(cp: ControlPlane) -> dict[str, Any]:
@@ -139,6 +173,26 @@ def fault(cp: ControlPlane, error_rate: str) -> None:
     )  # fmt: skip
 
 
+def shadow_summary(stack: Stack, result: dict[str, Any], end: float) -> str:
+    """The match rate the operator judged, and what the comparators counted by the
+    stage's end (they copy in the shadow stage only, so all of it is that stage's)."""
+    judged = result["match-rate"]
+    query = (
+        "sum by (result) (modelrollout_shadow_comparisons_total"
+        f'{{namespace="{stack.namespace}",rollout="{ROUTE}"}})'
+    )
+    counted = {
+        r["metric"]["result"]: float(r["value"][1])
+        for r in stack.prometheus.query(query, at=end)["result"]
+    }
+    return (
+        f"match rate {judged['value']:.4f} judged {judged['verdict']} "
+        f"(slo >= {judged['slo']['min']:g}, abort below {judged['abort']['min']:g}); "
+        f"the comparators counted {counted.get('match', 0):.0f} answers alike, "
+        f"{counted.get('mismatch', 0):.0f} different, {counted.get('error', 0):.0f} errors"
+    )
+
+
 def summary(stack: Stack, results: list[dict[str, Any]], seconds: float) -> None:
     say("summary")
     for number, result in enumerate(results, 1):
@@ -151,6 +205,9 @@ def summary(stack: Stack, results: list[dict[str, Any]], seconds: float) -> None
             f"{cause['reason']}: {cause['message'][:160]}"
         )
         for stage, weight, start, end in stage_windows(status["history"]):
+            if stage == 1 and result["match-rate"] is not None:
+                print(f"    stage {stage}: shadow, {shadow_summary(stack, result, end)}")
+                continue
             share = 100 * stack.share(CANDIDATE, start, end)
             print(
                 f"    stage {stage}: weight {weight:3d}%, Prometheus saw {share:6.2f}% of traffic"

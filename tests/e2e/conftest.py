@@ -21,7 +21,7 @@ def stack(
     namespace: str,
     prometheus: Prometheus,
 ) -> Iterator[Stack]:
-    running = Stack(k8s, namespace, prometheus, api.apply)
+    running = Stack(k8s, namespace, prometheus, api.apply, api.control_plane.kubeconfig)
     try:
         yield running
     finally:

@@ -1,6 +1,11 @@
 """The whole loop on the local cluster: Deployments whose Ready pods are backed by
 model-server processes, Prometheus scraping them, the operator moving weights, and
-traffic following those weights. Shared by the end-to-end scenarios and the demo."""
+traffic following those weights. Shared by the end-to-end scenarios and the demo.
+
+With `shadow=True` the shadow comparator stands in the request path as a user deploys
+it (docs/shadow.md): a Deployment `fraud-shadow` running `modelrollout-shadow` in front
+of the stable's Service and the candidate's, following the rollout, and the HTTPRoute's
+stable backend (and the rollout's `stable.service`) is its Service."""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from statistics import NormalDist
 from typing import Any
 
@@ -23,6 +29,13 @@ from testbed.traffic import Route, TrafficDriver
 
 Obj = dict[str, Any]
 STABLE, CANDIDATE, ROUTE = "fraud-v1", "fraud-v2", "fraud"
+SHADOW = "fraud-shadow"  # the shadow comparator's Deployment and Service
+SHADOW_REPLICAS = 2
+# v2 is a retrained v1: its scores stay within 0.13 of v1's on the whole training
+# distribution (0.121 at most over a million draws), while the disagree fault moves a
+# score by 0.5, at least 0.37 from v1's. So a healthy v2 matches on every request, and
+# one with `disagree: f` mismatches on a fraction f of them.
+SHADOW_COMPARE = "$.score~0.15"
 VERSION_LABEL = "model.mlops.io/version"  # the backend supervisor serves this version
 INTERVAL = 5
 SELECT = 'namespace="{{namespace}}",deployment="{{candidate.deployment}}"'
@@ -48,6 +61,7 @@ FAULTS = {
     "error_rate": "model.mlops.io/error-rate",
     "added_latency": "model.mlops.io/added-latency",
     "feature_shift": "model.mlops.io/feature-shift",
+    "disagree": "model.mlops.io/disagree",
 }
 
 
@@ -82,9 +96,46 @@ def service(name: str) -> Obj:
     }
 
 
-def http_route() -> Obj:
+def shadow_deployment(replicas: int = SHADOW_REPLICAS) -> Obj:
+    """The shadow comparator as a user deploys it: the operator's image running
+    `modelrollout-shadow` in front of the stable's Service, copying to the candidate's
+    while the rollout mirrors (the backend supervisor runs it for each Ready pod)."""
+    labels = {"app": SHADOW, "deployment": SHADOW}
+    args = [
+        "--stable", f"http://{STABLE}:80",
+        "--candidate", f"http://{CANDIDATE}:80",
+        "--rollout", ROUTE,
+        "--follow-rollout",
+        "--follow-interval", "1",  # the stage starts copying within a second
+        "--compare", SHADOW_COMPARE,
+    ]  # fmt: skip
+    container = {
+        "name": "shadow",
+        "image": "modelrollout-operator:dev",
+        "command": ["modelrollout-shadow"],
+        "args": args,
+        "ports": [
+            {"name": "http", "containerPort": 8080},
+            {"name": "metrics", "containerPort": 8081},
+        ],
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": SHADOW, "labels": labels},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels}, "spec": {"containers": [container]}},
+        },
+    }
+
+
+def http_route(stable: str = STABLE) -> Obj:
+    """The route the rollout moves weights on; `stable` is the stable's backend, the
+    comparator's Service when it stands in front of the stable."""
     refs = [
-        {"name": STABLE, "port": 80, "weight": 100},
+        {"name": stable, "port": 80, "weight": 100},
         {"name": CANDIDATE, "port": 80, "weight": 0},
     ]
     return {
@@ -93,6 +144,13 @@ def http_route() -> Obj:
         "metadata": {"name": ROUTE},
         "spec": {"parentRefs": [{"name": "gateway"}], "rules": [{"backendRefs": refs}]},
     }
+
+
+def shadow_stage(duration: str = "10s", min_samples: int = 300) -> Obj:
+    """A mirror stage judged on the comparator's match rate: at least 95% to pass,
+    under 90% rolls back at once, judged from `min_samples` comparisons on."""
+    match = {"slo": {"min": 0.95}, "abort": {"min": 0.90}, "minSamples": min_samples}
+    return {"weight": 0, "mirror": True, "duration": duration, "minSamples": 30, "matchRate": match}
 
 
 def rollout(prometheus_url: str, strategy: Obj, **overrides: Any) -> Obj:
@@ -147,33 +205,44 @@ class Stack:
     namespace: str
     prometheus: Prometheus
     apply: Any  # (*manifests) -> None
+    kubeconfig: Path | None = None  # the comparator's credentials, to follow the rollout
     rps: float = 80.0
     backends: Backends | None = None
     driver: TrafficDriver | None = None
     stopped: list[Any] = field(default_factory=list)
 
-    def start(self, candidate_annotations: dict[str, str] | None = None) -> None:
-        """The targets, their model servers and the traffic; the rollout comes next."""
+    def start(
+        self, candidate_annotations: dict[str, str] | None = None, shadow: bool = False
+    ) -> None:
+        """The targets, their model servers (and the comparator in front of the
+        stable, with `shadow`) and the traffic; the rollout comes next."""
+        extra = [shadow_deployment(), service(SHADOW)] if shadow else []
         self.apply(
             config_map("training", training_reference()),
             deployment(STABLE),
             deployment(CANDIDATE, **(candidate_annotations or {})),
             service(STABLE),
             service(CANDIDATE),
-            http_route(),
+            *extra,
+            http_route(SHADOW if shadow else STABLE),
         )
         self.backends = Backends(
-            self.client, [self.namespace], targets=self.prometheus.set_targets
+            self.client,
+            [self.namespace],
+            targets=self.prometheus.set_targets,
+            kubeconfig=self.kubeconfig,
         ).start()
+        expected = {STABLE: 4, CANDIDATE: 4} | ({SHADOW: SHADOW_REPLICAS} if shadow else {})
         deadline = time.monotonic() + 90
         while not all(
-            len(self.backends.endpoints(self.namespace, d)) == 4 for d in (STABLE, CANDIDATE)
+            len(self.backends.endpoints(self.namespace, d)) == n for d, n in expected.items()
         ):
             if time.monotonic() > deadline:
-                raise AssertionError(f"model servers did not start: {self.backends.backends()}")
+                raise AssertionError(f"servers did not start: {self.backends.backends()}")
             time.sleep(0.5)
+        targets = float(sum(expected.values()))
         self.prometheus.wait_for(
-            f'count(up{{namespace="{self.namespace}"}} == 1)', lambda r: values(r) == [8.0], 60
+            f'count(up{{namespace="{self.namespace}"}} == 1)', lambda r: values(r) == [targets], 60
         )
         route = Route("rollout", ROUTE)
         self.driver = TrafficDriver(

@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from modelrollout.api.spec import ModelRolloutSpec
 from modelrollout.controller.adapters import Adapters
 from modelrollout.core.types import Value
+from modelrollout.egress import AddressPolicy
 from modelrollout.kube.client import Kube
 from modelrollout.ports import MetricsSource
 from testbed import Prometheus, free_port, procs
@@ -22,6 +23,8 @@ from testbed.prometheus import values
 
 from .conftest import Api, Obj, Operator, condition, phase, stage, story
 from .scenario import Exporters, eventually, setup
+
+LOOPBACK = AddressPolicy.parse("127.0.0.0/8")  # the test servers
 
 INTERVAL = 5
 SELECT = 'namespace="{{namespace}}",deployment="{{candidate.deployment}}"'
@@ -430,7 +433,7 @@ def test_a_rotated_token_replaces_its_connection_instead_of_adding_one(
     )
 
     async def sources_over_a_rotation() -> tuple[list[MetricsSource], int, Any]:
-        adapters = Adapters.for_kube(Kube(api.control_plane.api_client()), 1)
+        adapters = Adapters.for_kube(Kube(api.control_plane.api_client()), LOOPBACK, 1)
         sources, connection = adapters.connections, spec.analysis.prometheus
         try:
             token("first")

@@ -217,7 +217,7 @@ def test_the_values_schema_rejects_bad_values(helm: str, values: Obj, where: str
 def test_several_standalone_replicas_are_refused(helm: str) -> None:
     result = template(helm, {"replicas": 2})
     assert result.returncode != 0
-    assert "replicas > 1 needs highAvailability.mode=peering" in result.stderr
+    assert "replicas > 1 needs highAvailability.mode=leaderElection (or peering)" in result.stderr
 
 
 def test_every_default_value_is_in_the_schema() -> None:
@@ -258,6 +258,7 @@ def test_the_default_pod_is_hardened_and_probed(helm: str) -> None:
         "--log-format=json",
         "--liveness=http://0.0.0.0:8081/healthz",
         "--metrics-port=8080",
+        "--allowed-addresses=*.svc,*.svc.cluster.local",  # in-cluster Services only
     ]
     assert container["securityContext"] == {
         "allowPrivilegeEscalation": False,

@@ -19,6 +19,7 @@ from kopf._core.engines import posting
 
 from modelrollout.controller.adapters import Adapters
 from modelrollout.controller.reconcile import reconcile
+from modelrollout.egress import AddressPolicy
 from modelrollout.kube.client import Kube
 
 from . import objects
@@ -34,6 +35,8 @@ from .conftest import (
     story,
 )
 from .scenario import eventually, gateway_weights, setup
+
+LOOPBACK = AddressPolicy.parse("127.0.0.0/8")  # the test servers
 
 FINALIZER = "rollouts.mlops.io/finalizer"
 
@@ -143,7 +146,9 @@ async def _one_pass(api: Api, body: Obj) -> list[Obj]:
     posting.settings_var.set(kopf.OperatorSettings())
     posting.event_queue_var.set(queue)
     posting.event_queue_loop_var.set(asyncio.get_running_loop())
-    adapters = Adapters.for_kube(Kube(kubernetes.client.ApiClient(api.client.configuration)), 1)
+    adapters = Adapters.for_kube(
+        Kube(kubernetes.client.ApiClient(api.client.configuration)), LOOPBACK, 1
+    )
     try:
         logger = logging.getLogger("test-reconcile")
         await reconcile(adapters, kopf.Body(body), {}, logger)

@@ -47,12 +47,20 @@ def sync(api: Api, tool: str, manifest: Obj) -> None:
 
 def managers(api: Api, kind: str, field: str, name: str = "model") -> set[str]:
     """The field managers owning `spec.<field>` of the object."""
-    obj = api.get(kind, name)
     return {
         entry["manager"]
-        for entry in obj["metadata"].get("managedFields", [])
+        for entry in managed_fields(api, kind, name)
         if f"f:{field}" in json.dumps(entry.get("fieldsV1", {}).get("f:spec", {}))
     }
+
+
+def managed_fields(api: Api, kind: str, name: str) -> list[Obj]:
+    """kubectl hides managedFields unless asked; an object always has at least one."""
+    out = api.control_plane.kubectl(
+        "get", kind, name, "-n", api.namespace, "-o", "json", "--show-managed-fields"
+    )
+    entries: list[Obj] = json.loads(out)["metadata"]["managedFields"]
+    return entries
 
 
 def confirmed(obj: Obj) -> bool:
@@ -142,5 +150,5 @@ def test_an_operator_owned_route_is_created_and_walked_with_no_one_else_on_it(
     assert route["spec"]["hostnames"] == ["model.example"]
     weights = [(b["name"], b["weight"]) for b in route["spec"]["rules"][0]["backendRefs"]]
     assert weights == [("model-v1", 0), ("model-v2", 100)]
-    owners = {e["manager"] for e in route["metadata"]["managedFields"]}
+    owners = {e["manager"] for e in managed_fields(api, "httproute", "model")}
     assert owners == {"modelrollout-operator"}

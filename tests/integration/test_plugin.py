@@ -50,8 +50,10 @@ Plugin = Callable[..., Result]
 @pytest.fixture
 def now() -> datetime:
     """The test's one reading of the clock: what it creates and what it expects both
-    come from it, so a second ticking over between them cannot fail the test."""
-    return datetime.now(UTC)
+    come from it, so a second ticking over between them cannot fail the test. Whole
+    seconds, as status timestamps are: a fraction would shift every span the plugin
+    derives from them by up to a second."""
+    return datetime.now(UTC).replace(microsecond=0)
 
 
 @pytest.fixture

@@ -13,9 +13,25 @@ Each gets `e2e/modelserver/server.py --host 127.0.0.1 --port <free> --version V
   (fraud-v2 -> v2), else v1; only versions server.py knows (v1, v2) are taken;
 - S: crc32 of the pod name, so a pod's error dice repeat;
 - faults: pod annotations `model.mlops.io/error-rate` (0..1), `.../added-latency`
-  (seconds) and `.../feature-shift` (`amount=1.5,age=-1` or JSON, in stds). Given as
-  flags at start, and sent to POST /admin/faults whenever they change. A Deployment's
-  template annotations reach its new pods; annotating pods changes running ones.
+  (seconds), `.../feature-shift` (`amount=1.5,age=-1` or JSON, in stds) and
+  `.../disagree` (0..1, answers the shadow comparator sees differ). Given as flags at
+  start, and sent to POST /admin/faults whenever they change. A Deployment's template
+  annotations reach its new pods; annotating pods changes running ones.
+
+A pod whose container runs `modelrollout-shadow` (its `command`, as a user deploys the
+shadow comparator) gets that comparator instead, with the container's `args` and its
+literal `env` values, and:
+
+- `--stable` and `--candidate` (or their MODELROLLOUT_SHADOW_* variables) naming a
+  Service (`http://fraud-v1[.ns[.svc...]][:port][/prefix]`) resolved as a cluster's DNS
+  and Service would: to one ready pod's server of the Deployments the Service selects,
+  the one the fewest comparators use (so replicas spread over the pods). It starts once
+  both sides have one, and is restarted when a chosen server leaves the endpoints. Any
+  other URL is used as given;
+- `--listen` and `--metrics-listen` on free loopback ports: the first is the pod's
+  endpoint, the second its Prometheus target (and its /healthz);
+- `--namespace` the pod's, unless given; `KUBECONFIG` the supervisor's `kubeconfig`
+  (its credentials for `--follow-rollout`, as a pod's mounted ones would be).
 
 A process is published once it answers /healthz: as a Prometheus file_sd group with
 labels namespace, deployment and pod; through `endpoints(namespace, deployment)`; and,
@@ -23,8 +39,11 @@ given `state_file`, as JSON rewritten atomically on every change:
 
     {"pid": <supervisor pid>, "updated": <unix time>,
      "backends": [{"namespace": ..., "deployment": ..., "pod": ..., "version": "v2",
-                   "url": "http://127.0.0.1:PORT", "pid": <server pid>,
-                   "faults": {"errorRate": 0.0, "addedLatency": 0.0, "featureShift": {}}}]}
+                   "serves": "model", "url": "http://127.0.0.1:PORT", "pid": <server pid>,
+                   "faults": {"errorRate": 0.0, "addedLatency": 0.0, "featureShift": {},
+                              "disagree": 0.0}}]}
+
+(a comparator: `"serves": "shadow"`, `"version": null`, `"faults": {}`).
 
 Pods are listed every `interval` seconds (a poll: no watch to freeze or resume). An
 API error keeps the backends as they are. A server whose pod went leaves the endpoints at
@@ -49,8 +68,10 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import zlib
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -70,7 +91,10 @@ FAULT_ANNOTATIONS = {
     "errorRate": "model.mlops.io/error-rate",
     "addedLatency": "model.mlops.io/added-latency",
     "featureShift": "model.mlops.io/feature-shift",
+    "disagree": "model.mlops.io/disagree",
 }
+SHADOW_COMMAND = "modelrollout-shadow"
+SHADOW_UPSTREAMS = ("stable", "candidate")  # flags whose Service URLs are resolved
 HEALTH_TIMEOUT = 15.0  # seconds for a new server to answer /healthz
 
 Obj = dict[str, Any]
@@ -91,43 +115,62 @@ def modelserver() -> ModuleType:
     return module
 
 
+@dataclass(frozen=True)
+class ShadowContainer:
+    """A pod's `modelrollout-shadow` container: what its command line and env say."""
+
+    args: tuple[str, ...]
+    env: tuple[tuple[str, str], ...]  # the literal values (no valueFrom)
+
+
 @dataclass
 class Wanted:
-    """A Ready pod that should have a server."""
+    """A Ready pod that should have a server (a comparator, if it runs one)."""
 
     namespace: str
     deployment: str
     pod: str
     uid: str
-    version: str
+    version: str | None  # None for a comparator
     faults: Obj
+    shadow: ShadowContainer | None = None
 
 
 @dataclass
 class Backend:
-    """A model server process standing in for one pod."""
+    """A model server (or shadow comparator) process standing in for one pod."""
 
     namespace: str
     deployment: str
     pod: str
     uid: str
-    version: str
+    version: str | None
     port: int
     proc: procs.Proc
     faults: Obj  # as last applied
     healthy: bool = False
+    metrics_port: int | None = None  # a comparator's; a model server's metrics are on `port`
+    upstreams: tuple[str, ...] = ()  # the servers a comparator's Service URLs resolved to
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def serves(self) -> str:
+        return "model" if self.metrics_port is None else "shadow"
+
+    @property
+    def health_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port or self.port}/healthz"
+
     def target(self) -> Obj:
         """Its Prometheus file_sd group."""
         labels = {"namespace": self.namespace, "deployment": self.deployment, "pod": self.pod}
-        return {"targets": [f"127.0.0.1:{self.port}"], "labels": labels}
+        return {"targets": [f"127.0.0.1:{self.metrics_port or self.port}"], "labels": labels}
 
     def state(self) -> Obj:
-        keys = ("namespace", "deployment", "pod", "version", "url", "faults")
+        keys = ("namespace", "deployment", "pod", "version", "serves", "url", "faults")
         return {k: getattr(self, k) for k in keys} | {"pid": self.proc.pid}
 
 
@@ -146,11 +189,13 @@ class Backends:
         state_file: Path | None = None,
         interval: float = 1.0,
         drain: float = 1.0,
+        kubeconfig: Path | None = None,
     ) -> None:
         self.core = kubernetes.client.CoreV1Api(api)
         self.apps = kubernetes.client.AppsV1Api(api)
         self.namespaces, self.selector = list(namespaces), selector
         self.reference, self.state_file = reference, state_file
+        self.kubeconfig = kubeconfig  # handed to comparators (for --follow-rollout)
         self.interval, self.drain = interval, drain
         self._targets = _file_writer(targets) if isinstance(targets, Path) else targets
         server = modelserver()
@@ -216,8 +261,9 @@ class Backends:
     # -- one pass -----------------------------------------------------------------------
 
     def sync(self) -> None:
-        """List pods; stop servers whose pod went (or that died); start new ones; apply
-        changed faults; publish."""
+        """List pods; stop servers whose pod went (or that died) and comparators whose
+        upstream server went; start new model servers, then the comparators their
+        servers let start; apply changed faults; publish."""
         try:
             wanted = {w.uid: w for ns in self.namespaces for w in self._wanted(ns)}
         except Exception as error:  # the API server's hiccup is not a reason to stop pods
@@ -229,11 +275,20 @@ class Backends:
             ]
             for backend in gone:
                 del self._backends[backend.uid]
+            serving = {b.url for b in self._backends.values() if b.healthy}
+            stale = [b for b in self._backends.values() if not set(b.upstreams) <= serving]
+            for backend in stale:
+                del self._backends[backend.uid]
+        for backend in stale:
+            log.info(
+                "pod %s/%s: an upstream server left: restarting", backend.namespace, backend.pod
+            )
         for backend in gone:
             if backend.proc.alive():
                 log.info("pod %s/%s gone or not Ready: draining", backend.namespace, backend.pod)
             else:
                 log.warning("server of pod %s exited:\n%s", backend.pod, backend.proc.tail(10))
+        gone += stale
         # Out of the endpoints now, stopped `drain` seconds later (and scraped until then):
         # a driver still holding the URL gets answers, as from a terminating pod.
         now = time.monotonic()
@@ -242,10 +297,25 @@ class Backends:
         self._draining = [(due, b) for due, b in self._draining if due > now]
         self._publish()
         _stop_servers([b for b in gone if not b.proc.alive()] + stopping)
-        fresh = [self._spawn(w) for uid, w in wanted.items() if uid not in self._backends]
+        fresh = [
+            self._spawn(w)
+            for uid, w in wanted.items()
+            if uid not in self._backends and w.shadow is None
+        ]
         with self._lock:
             self._backends.update((b.uid, b) for b in fresh)
         self._probe(fresh, HEALTH_TIMEOUT)
+        comparators = []  # once the servers they resolve to are healthy
+        for uid, w in wanted.items():
+            if (
+                uid not in self._backends
+                and w.shadow is not None
+                and (backend := self._spawn_shadow(w))
+            ):
+                with self._lock:
+                    self._backends[uid] = backend  # counted by the next one's choice
+                comparators.append(backend)
+        self._probe(comparators, HEALTH_TIMEOUT)
         for uid, backend in list(self._backends.items()):
             if not backend.healthy:
                 self._probe([backend], 0)
@@ -267,6 +337,12 @@ class Backends:
             deployment = owners.get(_owner(pod, "ReplicaSet", uid=True) or "")
             if deployment is None or not _ready(pod):
                 continue
+            shadow = _shadow_container(pod.get("spec") or {})
+            if shadow is not None:
+                wanted.append(
+                    Wanted(namespace, deployment, meta["name"], meta["uid"], None, {}, shadow)
+                )
+                continue
             version = _version(meta.get("labels") or {}, deployment)
             faults = self._faults(meta["name"], meta.get("annotations") or {})
             wanted.append(Wanted(namespace, deployment, meta["name"], meta["uid"], version, faults))
@@ -285,21 +361,21 @@ class Backends:
                 value = server.parse_shift(text) if key == "featureShift" else float(text)
                 faults = faults.updated({key: value}, self._numeric)
             except (ValueError, server.BadRequest) as error:
-                if (warning := f"pod {pod}: {annotation}={text!r}: {error}") not in self._warned:
-                    self._warned.add(warning)
-                    log.warning("ignored %s", warning)
+                self._warn(f"pod {pod}: ignored {annotation}={text!r}: {error}")
         result: Obj = faults.to_json()
         return result
 
     def _spawn(self, wanted: Wanted) -> Backend:
         port = procs.free_port()
         faults = wanted.faults
+        assert wanted.version is not None
         argv: list[str | Path] = [
             sys.executable, SERVER, "--host", "127.0.0.1", "--port", str(port),
             "--version", wanted.version, "--seed", str(zlib.crc32(wanted.pod.encode())),
             "--error-rate", str(faults["errorRate"]),
             "--added-latency", str(faults["addedLatency"]),
             "--feature-shift", json.dumps(faults["featureShift"]),
+            "--disagree", str(faults["disagree"]),
             *(["--reference", str(self.reference)] if self.reference else []),
         ]  # fmt: skip
         proc = procs.spawn(f"modelserver-{wanted.pod}", argv)
@@ -309,13 +385,89 @@ class Backends:
             port, proc, faults,
         )  # fmt: skip
 
+    def _spawn_shadow(self, wanted: Wanted) -> Backend | None:
+        """The pod's comparator, its Service URLs resolved to servers; None while one
+        has no ready server (the next pass tries again)."""
+        assert wanted.shadow is not None
+        args, env = list(wanted.shadow.args), dict(wanted.shadow.env)
+        upstreams = []
+        for name in SHADOW_UPSTREAMS:
+            flag, variable = f"--{name}", f"MODELROLLOUT_SHADOW_{name.upper()}"
+            given = _flag_value(args, flag) or env.get(variable)
+            if given is None:
+                continue  # the comparator says what it misses
+            try:
+                server = self._resolve(given, wanted.namespace)
+            except Exception as error:  # an API hiccup: the next pass tries again
+                log.warning("pod %s: resolving %s %s failed: %s", wanted.pod, flag, given, error)
+                return None
+            if server is None:
+                self._warn(f"pod {wanted.pod}: {flag} {given}: no ready server behind it yet")
+                return None
+            if server != given:
+                args += [flag, server]  # the last occurrence wins, and a flag over a variable
+                parts = urllib.parse.urlsplit(server)
+                upstreams.append(f"{parts.scheme}://{parts.netloc}")
+        if _flag_value(args, "--namespace") is None and "MODELROLLOUT_SHADOW_NAMESPACE" not in env:
+            args += ["--namespace", wanted.namespace]
+        port, metrics_port = procs.free_port(), procs.free_port()
+        args += ["--listen", f"127.0.0.1:{port}", "--metrics-listen", f"127.0.0.1:{metrics_port}"]
+        path = os.pathsep.join(filter(None, [str(ROOT / "operator"), os.environ.get("PYTHONPATH")]))
+        env["PYTHONPATH"] = path
+        if self.kubeconfig is not None:
+            env["KUBECONFIG"] = str(self.kubeconfig)
+        argv = [sys.executable, "-m", "modelrollout.shadow", *args]
+        proc = procs.spawn(f"shadow-{wanted.pod}", argv, env=env)
+        log.info("pod %s/%s: shadow comparator on port %d", wanted.namespace, wanted.pod, port)
+        return Backend(
+            wanted.namespace, wanted.deployment, wanted.pod, wanted.uid, None, port, proc, {},
+            metrics_port=metrics_port, upstreams=tuple(upstreams),
+        )  # fmt: skip
+
+    def _resolve(self, url: str, namespace: str) -> str | None:
+        """A Service URL as the cluster would route it: to the ready server of the
+        Deployments the Service selects that the fewest comparators use (the first of
+        those), keeping the path prefix. An address that names no Service (an IP,
+        localhost, https) is kept as given."""
+        parts = urllib.parse.urlsplit(url)
+        labels = (parts.hostname or "").split(".")
+        if (
+            parts.scheme != "http"
+            or parts.hostname in (None, "localhost")
+            or labels[-1].isdigit()
+            or (len(labels) > 2 and labels[2] != "svc")
+        ):
+            return url
+        where = labels[1] if len(labels) > 1 else namespace
+        services = {
+            s["metadata"]["name"]: s for s in list_json(self.core.list_namespaced_service, where)
+        }
+        selector = ((services.get(labels[0]) or {}).get("spec") or {}).get("selector") or {}
+        deployments = sorted(
+            d["metadata"]["name"]
+            for d in list_json(self.apps.list_namespaced_deployment, where)
+            if selector
+            and selector.items() <= (d["spec"]["template"]["metadata"].get("labels") or {}).items()
+        )
+        servers = [u for d in deployments for u in self.endpoints(where, d)]
+        if not servers:
+            return None
+        with self._lock:
+            used = Counter(u for b in self._backends.values() for u in b.upstreams)
+        return min(servers, key=used.__getitem__) + parts.path.rstrip("/")
+
+    def _warn(self, warning: str) -> None:
+        if warning not in self._warned:
+            self._warned.add(warning)
+            log.warning("%s", warning)
+
     def _probe(self, backends: list[Backend], timeout: float) -> None:
         """Mark healthy those answering /healthz within `timeout` (at least one try)."""
         deadline = time.monotonic() + timeout
         waiting = [b for b in backends if b.proc.alive()]
         while waiting:
             for backend in waiting:
-                backend.healthy = _http(f"{backend.url}/healthz") is not None
+                backend.healthy = _http(backend.health_url) is not None
             waiting = [b for b in waiting if not b.healthy and b.proc.alive()]
             if not waiting or time.monotonic() > deadline or self._stop.wait(0.05):
                 return
@@ -400,6 +552,33 @@ def _ready(pod: Obj) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
+def _shadow_container(spec: Obj) -> ShadowContainer | None:
+    """The first container whose command runs the shadow comparator."""
+    for container in spec.get("containers") or ():
+        command = container.get("command") or []
+        if command and Path(command[0]).name == SHADOW_COMMAND:
+            env = tuple(
+                (str(e["name"]), str(e["value"]))
+                for e in container.get("env") or ()
+                if "value" in e
+            )
+            return ShadowContainer(
+                tuple(map(str, [*command[1:], *(container.get("args") or [])])), env
+            )
+    return None
+
+
+def _flag_value(args: Sequence[str], flag: str) -> str | None:
+    """The last value given to `flag` (`--flag V` or `--flag=V`), as argparse takes it."""
+    found = None
+    for i, arg in enumerate(args):
+        if arg == flag and i + 1 < len(args):
+            found = args[i + 1]
+        elif arg.startswith(flag + "="):
+            found = arg.split("=", 1)[1]
+    return found
+
+
 def _version(labels: dict[str, str], deployment: str) -> str:
     known = modelserver().MODELS
     for candidate in (labels.get(VERSION_LABEL), deployment.rsplit("-", 1)[-1]):
@@ -466,6 +645,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             state_file=args.state_file,
             interval=args.interval,
             drain=args.drain,
+            kubeconfig=args.kubeconfig,
         )
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: backends.close())

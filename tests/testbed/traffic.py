@@ -23,7 +23,8 @@ a Deployment becomes its pods' server URLs (from `Backends.endpoints` in process
 supervisor's state file). Destinations are picked by smooth weighted round robin
 (nginx's), so any window of n requests is within one request of its weights; pods of
 a destination take turns. A mirror gets a copy of every request routed elsewhere and
-its answer is thrown away, as a mesh does. Counts are per Deployment (`counts()`).
+its answer is thrown away, as a mesh does. Counts are per Deployment (`counts()`),
+with the model `version` each routed request's answer named (what the client saw).
 
 Pacing is open loop: request i is due at start + i/rps whatever the answers take;
 `workers` threads send on kept-alive connections (give it rps x latency of them). A
@@ -225,6 +226,14 @@ class _Reader:
         return cast(Obj, obj)
 
 
+def _version(answer: bytes) -> str | None:
+    try:
+        version = json.loads(answer).get("version")
+    except (ValueError, AttributeError):
+        return None
+    return version if isinstance(version, str) else None
+
+
 def _template_labels(deployment: Obj) -> dict[str, str]:
     labels: dict[str, str] = deployment["spec"]["template"]["metadata"].get("labels") or {}
     return labels
@@ -237,6 +246,7 @@ class Counts:
     sent: dict[str, int] = field(default_factory=dict)  # routed there by the weights
     mirrored: dict[str, int] = field(default_factory=dict)  # copies sent by a mirror
     codes: dict[str, dict[str, int]] = field(default_factory=dict)  # answers (copies too)
+    versions: dict[str, dict[str, int]] = field(default_factory=dict)  # answers' "version"
     failed: dict[str, int] = field(default_factory=dict)  # no answer (refused, reset, timeout)
     unroutable: int = 0  # the chosen destination had no ready pod (a mesh answers 503)
     dropped: int = 0  # never sent: over a second behind schedule
@@ -278,6 +288,7 @@ class TrafficDriver:
         self._sent: Counter[str] = Counter()
         self._mirrored: Counter[str] = Counter()
         self._codes: Counter[tuple[str, str]] = Counter()
+        self._versions: Counter[tuple[str, str]] = Counter()  # routed answers only
         self._failed: Counter[str] = Counter()
         self._unroutable = self._dropped = self._inflight = 0
         self._started = 0.0
@@ -313,9 +324,13 @@ class TrafficDriver:
             codes: dict[str, dict[str, int]] = defaultdict(dict)
             for (deployment, code), n in sorted(self._codes.items()):
                 codes[deployment][code] = n
+            versions: dict[str, dict[str, int]] = defaultdict(dict)
+            for (deployment, version), n in sorted(self._versions.items()):
+                versions[deployment][version] = n
             return Counts(
-                dict(self._sent), dict(self._mirrored), dict(codes), dict(self._failed),
-                self._unroutable, self._dropped, time.monotonic() - self._started,
+                dict(self._sent), dict(self._mirrored), dict(codes), dict(versions),
+                dict(self._failed), self._unroutable, self._dropped,
+                time.monotonic() - self._started,
             )  # fmt: skip
 
     # -- the routing view ---------------------------------------------------------------
@@ -388,25 +403,29 @@ class TrafficDriver:
                 return
             self._inflight += 1
             (self._mirrored if mirror else self._sent)[deployment] += 1
-        self._pool.submit(self._send, deployment, url, body)
+        self._pool.submit(self._send, deployment, url, body, mirror)
 
-    def _send(self, deployment: str, url: str, body: bytes) -> None:
-        code = self._post(url, body)
+    def _send(self, deployment: str, url: str, body: bytes, mirror: bool) -> None:
+        answer = self._post(url, body)
         with self._lock:
             self._inflight -= 1
-            if code is None:
+            if answer is None:
                 self._failed[deployment] += 1
-            else:
-                self._codes[deployment, str(code)] += 1
+                return
+            code, version = answer
+            self._codes[deployment, str(code)] += 1
+            if not mirror and version is not None:
+                self._versions[deployment, version] += 1
 
-    def _post(self, url: str, body: bytes) -> int | None:
-        """POST /predict on a kept-alive connection; the status, or None without one."""
+    def _post(self, url: str, body: bytes) -> tuple[int, str | None] | None:
+        """POST /predict on a kept-alive connection; the status and the answer's model
+        `version` (None if it names none), or None without an answer."""
         for reuse in (True, False):
             conn, reused = self._checkout(url, reuse)
             try:
                 conn.request("POST", "/predict", body, HEADERS)
                 response = conn.getresponse()
-                response.read()
+                data = response.read()
             except (OSError, http.client.HTTPException):
                 conn.close()
                 if reused:
@@ -417,7 +436,7 @@ class TrafficDriver:
             else:
                 with self._lock:
                     self._idle[url].append(conn)
-            return response.status
+            return response.status, _version(data)
         return None
 
     def _checkout(self, url: str, reuse: bool) -> tuple[http.client.HTTPConnection, bool]:

@@ -165,3 +165,22 @@ def _notification(i: int) -> Notification:
     return Notification(
         f"u/{i}", "Started", "ml", "r", 1, 4, 1, "Progressing", "", "", datetime.now(UTC)
     )
+
+
+def test_settled_waits_for_the_named_receivers_queues_and_no_others() -> None:
+    """Refused addresses fail at once, so the queue empties without a network."""
+    notifier = Notifier(AddressPolicy.parse("10.255.255.0/24"))
+    mine = Receiver("unit-settled-mine", "webhook", "http://127.0.0.1:9/x")
+
+    async def scenario() -> tuple[bool, bool, int, bool]:
+        nothing_sent = await notifier.settled([mine.name, "unknown"], timeout=0)
+        for i in range(1, 4):
+            notifier.send(mine, _notification(i))
+        queued = notifier.health(mine).queued
+        done = await notifier.settled([mine.name], timeout=30)
+        await notifier.close(deadline=0)
+        return nothing_sent, done, queued, notifier.health(mine).queued == 0
+
+    nothing_sent, done, queued, empty = asyncio.run(scenario())
+    assert (nothing_sent, done, queued, empty) == (True, True, 3, True)
+    assert notifier.health(mine).failed == 3

@@ -111,9 +111,13 @@ def health(
 ) -> tuple[ReceiverStatus, ...]:
     """The rollout's own receivers in full; the operator's only while failing, so their
     deliveries for other rollouts do not rewrite every rollout's status."""
-    own = [_status(notifier.health(_own(namespace, name, r.name))) for r in spec.notifications]
+    own = [_status(notifier.health(n)) for n in own_receivers(namespace, name, spec)]
     failing = [_status(h) for h in (notifier.health(r.name) for r in shared) if _failing(h)]
     return (*own, *(_without_counts(s) for s in failing))
+
+
+def own_receivers(namespace: str, name: str, spec: ModelRolloutSpec) -> list[str]:
+    return [_own(namespace, name, r.name) for r in spec.notifications]
 
 
 def _failing(health: ReceiverHealth) -> bool:

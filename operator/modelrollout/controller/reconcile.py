@@ -25,10 +25,15 @@ from modelrollout.api.spec import ModelRolloutSpec
 from modelrollout.api.status import ModelRolloutStatus
 from modelrollout.controller import analysis, checks
 from modelrollout.controller.adapters import Adapters
-from modelrollout.controller.notifications import health, rollout_receivers, send
+from modelrollout.controller.notifications import (
+    health,
+    own_receivers,
+    rollout_receivers,
+    send,
+)
 from modelrollout.core.context import StageContext, stage_context
 from modelrollout.core.machine import reject_spec, route_target, step
-from modelrollout.core.phases import analysis_due, awaiting_start, release_target
+from modelrollout.core.phases import analysis_due, awaiting_start, ended, release_target
 from modelrollout.core.targets import claim_conflicts, claimant_of, claimed_objects, routing_object
 from modelrollout.core.types import (
     ConsumeAction,
@@ -54,6 +59,7 @@ Logger = logging.Logger | logging.LoggerAdapter[Any]
 ClaimsIndex = Mapping[tuple[str, str, str], Any]
 
 CONFLICT_RETRY_SECONDS = 1.0
+LAST_DELIVERY_SECONDS = 15.0  # an ended rollout's last notifications, retries included
 
 
 def workload(deployment: Manifest | None) -> Workload | None:
@@ -117,7 +123,43 @@ async def reconcile(
         )
         for notice in decision.notices:
             send(adapters.notifier, receivers, rollout, decision.status, notice)
+        if ended(decision.status) and spec.notifications:
+            await _record_last_deliveries(adapters, namespace, name, uid, spec, decision, logger)
     return decision.requeue_after or CONFLICT_RETRY_SECONDS
+
+
+async def _record_last_deliveries(
+    adapters: Adapters,
+    namespace: str,
+    name: str,
+    uid: str,
+    spec: ModelRolloutSpec,
+    decision: Decision,
+    logger: Logger,
+) -> None:
+    """Status shows receivers' health as of the pass before; an ended rollout has no
+    later pass, so its last notifications' outcome is written here, once they are
+    delivered or have failed (bounded: a dead receiver cannot hold the pass)."""
+    own = own_receivers(namespace, name, spec)
+    await adapters.notifier.settled(own, LAST_DELIVERY_SECONDS)
+    seen = health(adapters.notifier, namespace, name, spec, adapters.receivers)
+    if list(seen) == list(decision.status.notifications):
+        return
+    written = decision.status.model_copy(update={"notifications": list(seen)})
+    try:
+        stored = await write_status(
+            adapters.kube,
+            namespace,
+            name,
+            adapters.versions[uid],
+            decision.status.to_wire(),
+            written.to_wire(),
+        )
+    except Exception as error:  # the rollout moved on (or went): its next pass says it
+        adapters.versions.pop(uid, None)
+        logger.info("receivers' last deliveries not recorded: %s", error)
+        return
+    adapters.versions[uid] = str(stored["metadata"]["resourceVersion"])
 
 
 def _problems(error: ValidationError) -> str:

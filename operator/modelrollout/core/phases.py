@@ -71,6 +71,12 @@ def scale_down_side(
     return side
 
 
+def ended(status: ModelRolloutStatus) -> bool:
+    """Whether this status is the rollout's last: no later pass will come to record
+    what happens after it (the deliveries of its final notifications, say)."""
+    return status.phase in TERMINAL_PHASES and not preflight_failed(status)
+
+
 def needs_driving(rollout: Mapping[str, Any]) -> bool:
     """Whether a stored rollout needs its daemon (and so kopf's finalizer).
 

@@ -112,6 +112,15 @@ class Notifier:
             last_success=stream.last_success,
         )
 
+    async def settled(self, names: list[str], timeout: float) -> bool:
+        """Wait up to `timeout` seconds until nothing is queued or in flight for these
+        receivers; whether they all settled. Their retries count as in flight."""
+        workers = [s.worker for n in names if (s := self._streams.get(n)) and s.worker is not None]
+        if not workers:
+            return True
+        _, pending = await asyncio.wait(workers, timeout=timeout)
+        return not pending
+
     def receivers(self) -> list[str]:
         return sorted(self._streams)
 

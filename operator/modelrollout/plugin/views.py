@@ -146,7 +146,9 @@ def status_view(rollout: Rollout, events: list[Any], now: datetime) -> Group:
     parts: list[RenderableType] = [header]
     if s.message:
         parts.append(Text(s.message))
-    parts += [stage_bar(rollout), Text(weight_line(s)), *timing_lines(rollout, now)]
+    current = _current_stage(rollout)
+    shadowed = current is not None and current.match_rate is not None
+    parts += [stage_bar(rollout), Text(weight_line(s, shadowed)), *timing_lines(rollout, now)]
     parts.append(Text(conditions_line(rollout)))
     if s.analysis:
         parts.append(metrics_table(s.analysis, now))
@@ -159,6 +161,12 @@ def status_view(rollout: Rollout, events: list[Any], now: datetime) -> Group:
 
 def _stages(rollout: Rollout) -> list[Stage] | None:
     return rollout.spec.strategy.resolved_stages() if rollout.spec else None
+
+
+def _current_stage(rollout: Rollout) -> Stage | None:
+    stages = _stages(rollout)
+    number_ = rollout.status.stage
+    return stages[number_ - 1] if stages and 1 <= number_ <= len(stages) else None
 
 
 def stage_bar(rollout: Rollout) -> Text:
@@ -186,14 +194,19 @@ def stage_bar(rollout: Rollout) -> Text:
 
 
 def _stage_label(stage: Stage) -> str:
-    label = "mirror" if stage.mirror else f"{stage.weight}%"
+    """A mirror stage judged on the comparator's match rate is a shadow stage."""
+    label = "shadow" if stage.match_rate else "mirror" if stage.mirror else f"{stage.weight}%"
     return label + (" (approval)" if stage.approval == "Manual" else "")
 
 
-def weight_line(s: ModelRolloutStatus) -> str:
+def weight_line(s: ModelRolloutStatus, shadowed: bool = False) -> str:
+    """`shadowed`: the stage's copies come from the shadow comparator, which compares
+    the answers (the match-rate row of the analysis)."""
     effective = "-" if s.effective_weight is None else f"{s.effective_weight:g}%"
     line = f"weight  {s.weight}% declared, {effective} effective"
-    if s.mirroring:
+    if s.mirroring and shadowed:
+        line += ", the shadow comparator copying the stable's traffic and comparing answers"
+    elif s.mirroring:
         line += ", mirroring the stable's traffic"
     if s.preparing_weight is not None:
         line += f", preparing {s.preparing_weight}%"
