@@ -400,6 +400,56 @@ def test_deployment_gets_ready_pods_and_follows_scaling(
     )
 
 
+def _job(name: str, annotations: dict[str, str]) -> dict[str, Any]:
+    pod = {"restartPolicy": "Never", "containers": [{"name": "eval", "image": "eval:1"}]}
+    template = {"metadata": {"annotations": annotations}, "spec": pod}
+    return {"metadata": {"name": name}, "spec": {"backoffLimit": 0, "template": template}}
+
+
+def test_a_jobs_pod_ends_as_its_annotations_say(
+    k8s: kubernetes.client.ApiClient, namespace: str
+) -> None:
+    """kwok plays a kubelet whose Job pods end as tests ask (kwok-pod-stages.yaml): by
+    default at once and successfully; else with the exit code, termination message
+    and running time their annotations give."""
+    batch, core = kubernetes.client.BatchV1Api(k8s), kubernetes.client.CoreV1Api(k8s)
+    jobs = {
+        "plain": {},
+        "failing": {
+            "kwok.mlops.io/exit-code": "3",
+            "kwok.mlops.io/termination-message": '{"auc": 0.5, "note": "quote \\" and\\nline"}',
+        },
+        "slow": {"kwok.mlops.io/run-seconds": "5", "kwok.mlops.io/termination-message": "done"},
+    }
+    for name, asked in jobs.items():
+        batch.create_namespaced_job(namespace, _job(name, asked))
+
+    def ended(name: str) -> str | None:
+        conditions = batch.read_namespaced_job(name, namespace).status.conditions or []
+        return next((c.type for c in conditions if c.type in ("Complete", "Failed")), None)
+
+    for name in jobs:
+        procs.wait_until(lambda n=name: ended(n) is not None, 60, f"Job {name} to end")
+    assert {name: ended(name) for name in jobs} == {
+        "plain": "Complete",
+        "failing": "Failed",
+        "slow": "Complete",
+    }
+    states = {}
+    for name in jobs:
+        (pod,) = core.list_namespaced_pod(namespace, label_selector=f"job-name={name}").items
+        (container,) = pod.status.container_statuses
+        states[name] = (pod.status.phase, container.state.terminated)
+    assert states["plain"][0] == "Succeeded"
+    assert (states["plain"][1].exit_code, states["plain"][1].message) == (0, None)
+    failing = states["failing"][1]
+    assert (states["failing"][0], failing.exit_code, failing.reason) == ("Failed", 3, "Error")
+    assert failing.message == jobs["failing"]["kwok.mlops.io/termination-message"]
+    slow = states["slow"][1]
+    assert (states["slow"][0], slow.exit_code, slow.message) == ("Succeeded", 0, "done")
+    assert slow.finished_at - slow.started_at >= timedelta(seconds=5), "it ended early"
+
+
 def test_namespace_deletion_completes(
     control_plane: ControlPlane, k8s: kubernetes.client.ApiClient
 ) -> None:

@@ -4,7 +4,8 @@ kube-controller-manager, kube-scheduler, and kwok with a few fake Nodes.
 Controllers run as in a cluster (Deployments make ReplicaSets make Pods, garbage
 collection, namespace deletion, ServiceAccounts, tokens); the scheduler binds Pods to
 the fake Nodes and kwok plays their kubelet, so Pods go Running and Ready and Deployments
-report ready/available replicas. No container ever runs: a Pod's containers are fiction.
+report ready/available replicas, and a Job's pods end as their annotations say
+(kwok-pod-stages.yaml). No container ever runs: a Pod's containers are fiction.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ FAKE_NODE_CAPACITY = {"cpu": "32", "memory": "256Gi", "pods": "500", "ephemeral-
 # Pod IPs kwok hands out; apart from the service range (10.0.0.0/16). Never routed.
 POD_CIDR = "10.244.0.1/16"
 NODE_LEASE_SECONDS = 40  # a kubelet's default
+# The Pod stages kwok plays (Running and Ready; Job pods ending as their annotations say).
+KWOK_POD_STAGES = Path(__file__).with_name("kwok-pod-stages.yaml")
 
 
 class ControlPlane:
@@ -185,6 +188,7 @@ class ControlPlane:
             [
                 self.bin_dir / "kwok",
                 f"--kubeconfig={kwok_config}",
+                f"--config={KWOK_POD_STAGES}",
                 "--manage-all-nodes=false",
                 f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
                 f"--cidr={POD_CIDR}",

@@ -3,12 +3,13 @@ after it; retries, timeouts and KPIs."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from world import World, gateway_spec
 
 from modelrollout.api.spec import Checks
-from modelrollout.core.checks import job_name, job_state, kpis_of
+from modelrollout.core.checks import job_name, job_state, kpis_of, running
 from modelrollout.core.types import CheckObservation, RunCheck, SetRoute, StopCheck
 
 POD = {"spec": {"containers": [{"name": "eval", "image": "eval:1"}]}}
@@ -154,11 +155,55 @@ def test_a_restart_clears_the_checks_of_the_last_run() -> None:
 
 
 def test_job_names_are_stable_labels_per_attempt() -> None:
-    assert job_name("fraud.v2", "preRollout", "backtest", 1) == "fraud-v2-pre-backtest-1"
-    long = job_name("r" * 60, "prePromotion", "c" * 40, 3)
+    at = datetime(2026, 12, 1, 12, 0, 5, tzinfo=UTC)  # 1796126405 s, "tpd805" in base 36
+    assert job_name("fraud.v2", "preRollout", "backtest", 1, at) == "fraud-v2-pre-backtest-1-tpd805"
+    long = job_name("r" * 60, "prePromotion", "c" * 40, 3, at)
     assert len(long) <= 63
-    assert long == job_name("r" * 60, "prePromotion", "c" * 40, 3)
-    assert long != job_name("r" * 60, "prePromotion", "c" * 40, 4)
+    assert long == job_name("r" * 60, "prePromotion", "c" * 40, 3, at)
+    assert long != job_name("r" * 60, "prePromotion", "c" * 40, 4, at)
+    assert long != job_name("r" * 60, "prePromotion", "c" * 40, 3, at + timedelta(seconds=1))
+
+
+def test_a_new_run_names_a_job_of_its_own() -> None:
+    """Attempt 1 of a retried run must not find the finished Job of the last run."""
+    world = World(spec_with(preRollout=[job("backtest")]))
+    world.tick()
+    seen(world, "failed", message="Job failed: BackoffLimitExceeded")
+    world.tick()
+    assert world.status.phase == "Failed"
+    world.checks = ()
+    world.now += timedelta(seconds=30)
+    world.action = "retry"
+    world.tick()
+    first, again = (r.run for r in starts(world))
+    assert (first.attempt, again.attempt) == (1, 1)
+    assert first.started_at != again.started_at
+    names = {
+        job_name("model", r.point, r.check.name, r.attempt, r.started_at) for r in (first, again)
+    }
+    assert len(names) == 2
+
+
+def test_a_failed_check_stops_the_rest_of_its_gate() -> None:
+    """Nothing of a decided gate keeps running: the others are stopped, not left Running
+    (a Running entry would be read, and its webhook called, on every later pass)."""
+    hook = {"name": "approve", "webhook": {"url": "http://approver.ml.svc/check"}}
+    world = World(spec_with(preRollout=[job("backtest"), hook]))
+    world.tick()
+    world.checks = (
+        CheckObservation("preRollout", "backtest", 1, "running"),
+        CheckObservation("preRollout", "approve", 1, "failed", "HTTP 409: no"),
+    )
+    world.tick()
+    assert world.status.phase == "Failed"
+    phases = {c.name: (c.phase, c.message) for c in world.status.checks}
+    assert phases["backtest"] == ("Failed", "stopped: another check of this gate failed")
+    assert phases["approve"][0] == "Failed"
+    stops = [a.run for d in world.decisions for a in d.actions if isinstance(a, StopCheck)]
+    assert [(s.check.name, s.attempt) for s in stops] == [("backtest", 1)]
+    assert "approve failed: HTTP 409: no" in world.status.message
+    assert "backtest" not in world.status.message
+    assert any(e.reason == "CheckStopped" for e in world.events)
 
 
 def test_a_job_and_its_pods_read_as_kubernetes_writes_them() -> None:
@@ -188,3 +233,35 @@ def test_checks_refuse_a_job_without_its_pod_template_and_two_kinds_at_once() ->
     both = {"name": "x", "job": JOB, "webhook": {"url": "http://a.svc/"}}
     with pytest.raises(ValidationError, match="exactly one of job or webhook"):
         Checks.model_validate({"preRollout": [both]})
+
+
+def test_only_a_rollout_whose_gates_run_has_attempts_to_read() -> None:
+    """A paused or finished rollout's attempt is not read: no webhook call, no Job made
+    again after its TTL, for a gate nobody judges."""
+    world = World(spec_with(preRollout=[job("backtest")]))
+    world.tick()
+    assert [c.name for c in running(world.status)] == ["backtest"]
+    for phase in ("Paused", "RollingBack", "RolledBack", "Failed", "Succeeded"):
+        assert running(world.status.model_copy(update={"phase": phase})) == []
+
+
+def test_a_job_that_finished_during_a_pause_longer_than_its_timeout_passes() -> None:
+    """Nothing is read while paused; the first pass after the resume has read nothing
+    yet and must not call the attempt late: the next one reads the Job's success."""
+    world = World(spec_with(preRollout=[job("backtest", timeout="1m")]))
+    world.tick()
+    seen(world, "running")
+    world.tick()
+    world.action = "pause"
+    world.tick()
+    assert world.status.phase == "Paused"
+    world.checks = ()  # the adapters read no attempt of a paused rollout
+    world.tick(seconds=600)
+    world.action = "resume"
+    world.tick()
+    assert world.status.phase == "Pending"
+    assert world.status.checks[0].phase == "Running"
+    seen(world, "succeeded")
+    world.tick()
+    assert world.status.checks[0].phase == "Succeeded"
+    assert world.status.stage == 1

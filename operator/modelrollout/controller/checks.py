@@ -3,7 +3,8 @@
 What a running attempt amounts to is read here each tick and handed to the core
 (core/checks.py), which judges it. A Job attempt whose Job is missing (an operator
 killed between writing status and creating the Job) is created again: its name is
-fixed per attempt, so this never makes two.
+fixed per attempt, so this never makes two. A Job or Secret the API server refuses
+(invalid, forbidden) fails the attempt with the server's reason.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ import json
 from base64 import b64decode
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
+from kubernetes.client.exceptions import ApiException
 
 from modelrollout.api.durations import parse_duration
 from modelrollout.api.objects import JOB, POD, SECRET
@@ -58,7 +61,8 @@ class _Attempt:
     @property
     def job(self) -> str:
         run = self.run
-        return job_name(self.rollout["metadata"]["name"], run.point, run.check.name, run.attempt)
+        rollout = self.rollout["metadata"]["name"]
+        return job_name(rollout, run.point, run.check.name, run.attempt, run.started_at)
 
     def seen(self, state: AttemptState, message: str = "", **extra: Any) -> CheckObservation:
         run = self.run
@@ -71,10 +75,13 @@ async def observe(
     """Every running attempt of this run, as it stands now."""
     checks = {(point, c.name): c for point in POINTS for c in checks_at(spec.checks, point)}
     attempts = [
-        _Attempt(rollout, spec, status, CheckAttempt(e.point, checks[(e.point, e.name)], e.attempt))
-        for e in running(status.checks)
+        _Attempt(
+            rollout, spec, status,
+            CheckAttempt(e.point, checks[(e.point, e.name)], e.attempt, e.started_at),
+        )
+        for e in running(status)
         if (e.point, e.name) in checks
-    ]
+    ]  # fmt: skip
     return tuple(await asyncio.gather(*(_observe_one(adapters, a) for a in attempts)))
 
 
@@ -84,25 +91,37 @@ async def _observe_one(adapters: Adapters, attempt: _Attempt) -> CheckObservatio
     name, logs = attempt.job, f"kubectl logs -n {attempt.namespace} job/{attempt.job}"
     job = await adapters.objects.get(JOB, attempt.namespace, name)
     if job is None:
-        await start(adapters, attempt.rollout, attempt.spec, RunCheck(attempt.run))
-        return attempt.seen("running", job=name)
+        refused = await _create(adapters, attempt)
+        if refused is None:
+            return attempt.seen("running", job=name)
+        return attempt.seen("failed", reason(f"Job {name} not created: {refused}"), job=name)
     state, said = job_state(job)
     if state == "failed":
         return attempt.seen("failed", reason(f"Job {name} failed: {said}"), job=name, logs=logs)
     if state == "running":
         return attempt.seen("running", job=name)
-    kpis = kpis_of(await adapters.objects.list(POD, attempt.namespace, f"job-name={name}"))
+    # the Job's own pods, by its uid: never a pod of an earlier Job of the same name
+    uid = job["metadata"]["uid"]
+    pods = await adapters.objects.list(
+        POD, attempt.namespace, f"batch.kubernetes.io/controller-uid={uid}"
+    )
+    kpis = kpis_of(pods)
     return attempt.seen("succeeded", f"Job {name} succeeded", kpis=kpis, job=name, logs=logs)
 
 
 async def start(
     adapters: Adapters, rollout: Manifest, spec: ModelRolloutSpec, action: RunCheck
 ) -> None:
-    """Create the attempt's Job (a webhook is called when it is next observed)."""
-    check = action.run.check
-    if check.job is None:
-        return
-    attempt = _Attempt(rollout, spec, ModelRolloutStatus(), action.run)
+    """Create the attempt's Job (a webhook is called when it is next observed). A Job
+    the API server refuses is left to the next observation, which reports why."""
+    if action.run.check.job is not None:
+        await _create(adapters, _Attempt(rollout, spec, ModelRolloutStatus(), action.run))
+
+
+async def _create(adapters: Adapters, attempt: _Attempt) -> str | None:
+    """Server-side apply the attempt's Job; the API server's reason if it refused."""
+    check, rollout = attempt.run.check, attempt.rollout
+    assert check.job is not None
     metadata = rollout["metadata"]
     body: dict[str, Any] = check.job.template.to_wire()
     body.setdefault("ttlSecondsAfterFinished", TTL_AFTER_FINISHED_SECONDS)
@@ -122,7 +141,27 @@ async def start(
         },
         "spec": body,
     }
-    await adapters.objects.apply(JOB, manifest)
+    try:
+        await adapters.objects.apply(JOB, manifest)
+    except ApiException as error:
+        refused = _refusal(error)
+        if refused is None:
+            raise
+        return refused
+    return None
+
+
+def _refusal(error: ApiException) -> str | None:
+    """What the API server said, when it refused the request itself (a 4xx other than
+    a timeout, conflict or throttling): no retry of the same request would do better."""
+    status = error.status if isinstance(error.status, int) else 0
+    if not 400 <= status < 500 or status in (408, 409, 429):
+        return None
+    try:
+        message = json.loads(error.body or "{}").get("message")
+    except (ValueError, AttributeError):
+        message = None
+    return str(message or error.reason or f"HTTP {error.status}")
 
 
 async def stop(
@@ -156,7 +195,7 @@ async def _call(adapters: Adapters, attempt: _Attempt) -> tuple[AttemptState, st
     policy = adapters.connections.policy
     try:
         url = webhook.url or await _secret_url(adapters, attempt.namespace, webhook.url_secret_ref)
-    except (LookupError, ValueError, AddressNotAllowed) as error:
+    except (LookupError, ValueError) as error:
         return "failed", reason(error)
     payload = _context(attempt)
     timeout = parse_duration(webhook.timeout).total_seconds()
@@ -165,6 +204,10 @@ async def _call(adapters: Adapters, attempt: _Attempt) -> tuple[AttemptState, st
         code, said = await loop.run_in_executor(
             adapters.connections.pool, _post, policy, url, payload, timeout
         )
+    except AddressNotAllowed as error:
+        return "failed", _not_allowed(url, error)
+    except requests.Timeout:
+        return "failed", f"webhook did not answer within {webhook.timeout}"
     except (requests.RequestException, OSError) as error:
         return "failed", reason(f"webhook unreachable: {type(error).__name__}: {error}")
     text = reason(f"HTTP {code}" + (f": {said}" if said else ""))
@@ -172,7 +215,13 @@ async def _call(adapters: Adapters, attempt: _Attempt) -> tuple[AttemptState, st
 
 
 async def _secret_url(adapters: Adapters, namespace: str, ref: Any) -> str:
-    secret = await adapters.objects.get(SECRET, namespace, ref.name)
+    try:
+        secret = await adapters.objects.get(SECRET, namespace, ref.name)
+    except ApiException as error:
+        refused = _refusal(error)
+        if refused is None:
+            raise
+        raise LookupError(f"Secret {ref.name} not readable: {refused}") from None
     if secret is None:
         raise LookupError(f"Secret {ref.name} not found")
     data = (secret.get("data") or {}).get(ref.key)
@@ -183,8 +232,21 @@ async def _secret_url(adapters: Adapters, namespace: str, ref: Any) -> str:
     if bound is not None:
         loop = asyncio.get_running_loop()
         only = AddressPolicy.parse(bound)
-        await loop.run_in_executor(adapters.connections.pool, only.check_url, url)
+        try:
+            await loop.run_in_executor(adapters.connections.pool, only.check_url, url)
+        except AddressNotAllowed as error:
+            raise LookupError(f"Secret {ref.name}: {_not_allowed(url, error)}") from None
     return url
+
+
+def _not_allowed(url: str, error: AddressNotAllowed) -> str:
+    """The allowlist's sentence, led by the host it refused (it names the address
+    only when a name resolved to it)."""
+    host = urlsplit(url).hostname or url
+    said = str(error)
+    return reason(
+        f"webhook URL not allowed: {said if said.startswith(host) else f'{host}, {said}'}"
+    )
 
 
 def _post(policy: AddressPolicy, url: str, payload: Manifest, timeout: float) -> tuple[int, str]:

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from modelrollout.api.durations import parse_duration
 from modelrollout.api.spec import Check, Checks
-from modelrollout.api.status import CheckPoint, CheckStatus, KpiStatus
+from modelrollout.api.status import CheckPoint, CheckStatus, KpiStatus, ModelRolloutStatus
 from modelrollout.core.conditions import timestamp
 from modelrollout.core.types import CheckAttempt, CheckObservation, RunCheck, StopCheck
 
@@ -54,14 +54,27 @@ def checks_at(checks: Checks | None, point: CheckPoint) -> list[Check]:
     }[point]
 
 
-def job_name(rollout: str, point: CheckPoint, check: str, attempt: int) -> str:
-    """A deterministic DNS label per attempt, so a restarted operator finds its Job."""
+def job_name(rollout: str, point: CheckPoint, check: str, attempt: int, started: datetime) -> str:
+    """A deterministic DNS label per attempt, so a restarted operator finds its Job.
+    It ends with the attempt's start time (epoch seconds, base 36, as status stores
+    it): a later run's attempt 1 gets a Job of its own, never the finished Job of an
+    earlier run, whose pod template cannot be changed anyway."""
     short = {"preRollout": "pre", "prePromotion": "promote", "postPromotion": "post"}[point]
-    name = f"{rollout.replace('.', '-')}-{short}-{check}-{attempt}"
+    stamp = _base36(int(started.timestamp()))
+    name = f"{rollout.replace('.', '-')}-{short}-{check}-{attempt}-{stamp}"
     if len(name) <= 63:
         return name
     digest = hashlib.sha256(name.encode()).hexdigest()[:8]
     return f"{name[:54].rstrip('-')}-{digest}"
+
+
+def _base36(number: int) -> str:
+    digits = ""
+    while True:
+        number, digit = divmod(number, 36)
+        digits = "0123456789abcdefghijklmnopqrstuvwxyz"[digit] + digits
+        if number == 0:
+            return digits
 
 
 def advance(
@@ -87,6 +100,7 @@ def advance(
     if failed:
         gate.verdict = "fail"
         gate.message = "; ".join(f"{point} check {c.name} failed: {c.message}" for c in failed)
+        _stop_the_rest(gate, point, checks, now)
     elif running:
         listed = ", ".join(f"{c.name} (attempt {c.attempt})" for c in running)
         gate.message = f"waiting for {point} checks: {listed}"
@@ -96,8 +110,25 @@ def advance(
     return gate
 
 
+def _stop_the_rest(gate: Gate, point: CheckPoint, checks: Sequence[Check], now: datetime) -> None:
+    """The gate failed for good: its checks still running are stopped and end as
+    Failed, so nothing keeps running (or calling) for a gate already decided."""
+    by_name = {c.name: c for c in checks}
+    for index, entry in enumerate(gate.checks):
+        if entry.point != point or entry.phase != "Running" or entry.name not in by_name:
+            continue
+        run = CheckAttempt(point, by_name[entry.name], entry.attempt, entry.started_at)
+        gate.stops.append(StopCheck(run))
+        message = "stopped: another check of this gate failed"
+        gate.checks[index] = entry.model_copy(
+            update={"phase": "Failed", "finished_at": timestamp(now), "message": message}
+        )
+        what = f"{point} check {entry.name} (attempt {entry.attempt})"
+        gate.events.append(("Normal", "CheckStopped", f"{what} {message}"))
+
+
 def _start(gate: Gate, point: CheckPoint, check: Check, attempt: int, now: datetime) -> CheckStatus:
-    gate.starts.append(RunCheck(CheckAttempt(point, check, attempt)))
+    gate.starts.append(RunCheck(CheckAttempt(point, check, attempt, timestamp(now))))
     kind = "Job" if check.job is not None else "webhook"
     message = f"{point} check {check.name} started ({kind}, attempt {attempt})"
     gate.events.append(("Normal", "CheckStarted", message))
@@ -123,8 +154,10 @@ def _progress(
         outcome = _judge_kpis(check, seen)
     elif seen is not None and seen.state == "failed":
         outcome = (False, seen.message or "failed", [])
-    elif (now - entry.started_at).total_seconds() >= parse_duration(check.timeout).total_seconds():
-        gate.stops.append(StopCheck(CheckAttempt(point, check, entry.attempt)))
+    elif seen is not None and now - entry.started_at >= parse_duration(check.timeout):
+        # only an attempt seen running this tick times out: the first pass after a
+        # pause has read nothing yet, and a Job that finished meanwhile is not late
+        gate.stops.append(StopCheck(CheckAttempt(point, check, entry.attempt, entry.started_at)))
         outcome = (False, f"timed out after {check.timeout}", [])
     if outcome is None:
         return entry
@@ -186,9 +219,16 @@ def _number(value: object) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def running(stored: Sequence[CheckStatus]) -> list[CheckStatus]:
-    """The attempts whose outcome the adapters must look at this tick."""
-    return [c for c in stored if c.phase == "Running"]
+GATED_PHASES = ("Pending", "Progressing")  # the phases in which the machine runs gates
+
+
+def running(status: ModelRolloutStatus) -> list[CheckStatus]:
+    """The attempts whose outcome the adapters must look at this tick: none unless
+    the rollout is where a gate can judge them, so a paused or finished rollout
+    calls no webhook and (re)creates no Job."""
+    if status.phase not in GATED_PHASES:
+        return []
+    return [c for c in status.checks if c.phase == "Running"]
 
 
 AttemptState = Literal["running", "succeeded", "failed"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal
 
 from modelrollout.api.spec import Check, NotificationEvent
@@ -139,11 +140,13 @@ class CheckObservation:
 
 @dataclass(frozen=True)
 class CheckAttempt:
-    """One attempt of one check at one gate."""
+    """One attempt of one check at one gate, started at `started_at` (which names
+    its Job)."""
 
     point: CheckPoint
     check: Check
     attempt: int
+    started_at: datetime
 
 
 @dataclass(frozen=True)
