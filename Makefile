@@ -10,12 +10,16 @@ PYTEST_FLAGS ?= -q
 # control plane: the tests mostly wait on the operator's ticks, so two halve the time
 # even on two cores. WORKERS=0 runs them in this process.
 WORKERS ?= 2
+# `make chaos`: rollouts, seed (empty: a new one, printed) and profile (soak, or ci as in `make test`)
+N ?= 100
+SEED ?=
+PROFILE ?= soak
 KUBECONFIG_FILE := .cache/kubeconfig
 # `make run` uses $KUBECONFIG when set, else the cluster from `make cluster-up`.
 RUN_KUBECONFIG = $(or $(KUBECONFIG),$(wildcard $(KUBECONFIG_FILE)))
 
 .PHONY: help venv lint format typecheck unit integration e2e test generate verify-generated \
-        testbin helm helm-quiet demo e2e-kind bench cluster-up cluster-down run clean
+        testbin helm helm-quiet demo e2e-kind bench cluster-up cluster-down run clean chaos chaos-ci
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -57,10 +61,16 @@ e2e: venv testbin helm-quiet ## end-to-end scenarios: model servers, traffic, Pr
 e2e-kind: venv ## the scenarios on a kind cluster with real pods (needs Docker and kind; not in CI)
 	@e2e/kind/run.sh
 
+chaos: venv testbin helm-quiet ## chaos soak: N rollouts (100) under a seeded fault schedule; SEED=.. N=.. PROFILE=.. replays a run
+	@PYTHONPATH=tests $(PY) -m chaos --n $(N) --profile $(PROFILE) $(if $(SEED),--seed $(SEED))
+
+chaos-ci: venv testbin helm-quiet ## the soak's own tests and its CI-sized run (10 rollouts, seed 1414, ~3 min)
+	$(PY) -m pytest $(PYTEST_FLAGS) tests/chaos
+
 bench: venv ## speed and memory as ratios against baselines run side by side (BENCH_ROWS, BENCH_FEATURES)
 	@$(PY) hack/bench.py
 
-test: lint typecheck verify-generated unit integration e2e ## everything CI runs
+test: lint typecheck verify-generated unit integration e2e chaos-ci ## everything CI runs
 
 testbin: ## build (or reuse) etcd, kube-apiserver and kubectl from Go modules
 	@hack/testbin/build.sh >/dev/null
