@@ -19,7 +19,8 @@ KUBECONFIG_FILE := .cache/kubeconfig
 RUN_KUBECONFIG = $(or $(KUBECONFIG),$(wildcard $(KUBECONFIG_FILE)))
 
 .PHONY: help venv lint format typecheck unit integration e2e test generate verify-generated \
-        testbin helm helm-quiet demo e2e-kind bench cluster-up cluster-down run clean chaos chaos-ci
+        testbin helm helm-quiet demo e2e-kind bench cluster-up cluster-down run clean \
+        peers bench-peers bench-scale bench-smoke chaos chaos-ci
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -64,13 +65,37 @@ e2e-kind: venv ## the scenarios on a kind cluster with real pods (needs Docker a
 chaos: venv testbin helm-quiet ## chaos soak: N rollouts (100) under a seeded fault schedule; SEED=.. N=.. PROFILE=.. replays a run
 	@PYTHONPATH=tests $(PY) -m chaos --n $(N) --profile $(PROFILE) $(if $(SEED),--seed $(SEED))
 
-chaos-ci: venv testbin helm-quiet ## the soak's own tests and its CI-sized run (10 rollouts, seed 1414, ~3 min)
+chaos-ci: venv testbin helm-quiet ## the soak's own tests and its CI-sized run (10 rollouts, seed 1414)
 	$(PY) -m pytest $(PYTEST_FLAGS) tests/chaos
 
-bench: venv ## speed and memory as ratios against baselines run side by side (BENCH_ROWS, BENCH_FEATURES)
+bench: $(VENV)/.bench-installed ## speed and memory as ratios against floors and peers run side by side (BENCH_ROWS, BENCH_FEATURES)
 	@$(PY) hack/bench.py
 
-test: lint typecheck verify-generated unit integration e2e chaos-ci ## everything CI runs
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	touch $@
+
+test: lint typecheck verify-generated unit integration e2e bench-smoke chaos-ci ## everything CI runs
+
+# -- beside Flagger and Argo Rollouts, and at scale (tests/bench/, docs/benchmarks.md) --
+peers: ## build (or reuse) Flagger and Argo Rollouts from Go modules (hack/peers/)
+	@hack/peers/build.sh flagger >/dev/null
+	@hack/peers/build.sh argo-rollouts >/dev/null
+
+bench-peers: venv testbin helm-quiet peers ## breach to rollback: ours, Flagger, Argo Rollouts (TRIALS=5)
+	@PYTHONPATH=tests $(PY) -m bench.peers --trials $(or $(TRIALS),5)
+
+bench-scale: venv testbin helm-quiet peers ## 200, 1,000, 2,000 rollouts on one replica; 200 Flagger (WINDOW=600)
+	@$(VENV)/bin/python -m pip install -q py-spy
+	@PYTHONPATH=tests $(PY) -m bench.scale --rollouts 200,1000,2000 --flagger 200 \
+		--window $(or $(WINDOW),600) --profile .cache/bench/profile
+
+# That every bench still runs, not what it measures: the pure benches at tiny sizes
+# without Evidently, then one trial per peer and 50 rollouts at scale.
+bench-smoke: venv testbin helm-quiet peers
+	@BENCH_ROWS=2000 BENCH_FEATURES=5 BENCH_REPEAT=1 BENCH_EVIDENTLY_ROWS=0 $(PY) hack/bench.py >/dev/null
+	@echo "bench smoke: the pure benches ran"
+	$(PY) -m pytest $(PYTEST_FLAGS) tests/bench
 
 testbin: ## build (or reuse) etcd, kube-apiserver and kubectl from Go modules
 	@hack/testbin/build.sh >/dev/null

@@ -36,6 +36,9 @@ class Objects(Protocol):
     async def list(self, kind: ObjectKind, namespace: str, selector: str) -> list[Manifest]:
         """The objects matching a label selector."""
 
+    def seen(self, kind: ObjectKind, body: Manifest, deleted: bool = False) -> None:
+        """A watch event of an object, for an adapter that serves reads from watches."""
+
 
 @dataclass(frozen=True)
 class Snapshot:

@@ -60,6 +60,13 @@ RECONCILE = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
     registry=REGISTRY,
 )
+TICK_LAG = Histogram(
+    "modelrollout_tick_lag_seconds",
+    "How late a rollout's pass started after it was due (passes woken early by a change "
+    "are not counted): the operator keeping up with its rollouts",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+    registry=REGISTRY,
+)
 RECONCILE_ERRORS = Counter(
     "modelrollout_reconcile_errors", "Reconcile passes that raised", registry=REGISTRY
 )

@@ -59,7 +59,8 @@ OPERATOR_RULES = [
     rule("", "events", "create patch"),
     rule("apps", "deployments", "get list watch patch"),
     rule("", "services configmaps", "get"),
-    *(rule(kind.group, kind.plural, "get list watch patch") for kind in routing_kinds()),
+    *(rule(k.group, k.plural, "get list watch create patch") for k in routing_kinds(created=True)),
+    *(rule(k.group, k.plural, "get list watch patch") for k in routing_kinds(created=False)),
 ]
 CRD_READS = rule("apiextensions.k8s.io", "customresourcedefinitions", "list watch")
 
@@ -701,7 +702,7 @@ DENIED = [
     ("list", "secrets"),
     ("get", "secrets/other-secret"),
     ("delete", "events"),
-    *(("create", kind.resource) for kind in routing_kinds()),
+    *(("create", kind.resource) for kind in routing_kinds(created=False)),
     *(("update", kind.resource) for kind in routing_kinds()),
     ("create", "roles.rbac.authorization.k8s.io"),
 ]

@@ -400,15 +400,14 @@ def test_fifty_rollouts_in_ten_namespaces(
 def test_pause_and_resume_actions_hold_the_weight_past_the_stage(
     api: Api, operator: Operator
 ) -> None:
-    stages = [{"weight": 20, "duration": "3s"}, {"weight": 100, "duration": "1s"}]
+    stages = [{"weight": 20, "duration": "10s"}, {"weight": 100, "duration": "1s"}]
     read = setup(api, "gatewayAPI", {"stages": stages})
     api.wait_rollout("model", lambda o: stage(o) == 1, "stage 1", 60)
-    eventually(read, (80, 20, False))
-    api.annotate("model", "pause")
+    api.annotate("model", "pause")  # within the stage's 10s
     paused = api.wait_phase("model", "Paused", timeout=30)
-    assert paused["status"]["manualPause"] is True
+    assert (stage(paused), paused["status"]["manualPause"]) == (1, True), story(paused)
     assert paused["status"]["history"][-1]["reason"] == "PausedByAction"
-    time.sleep(8)  # well past the stage's 3s: a paused stage does not complete
+    time.sleep(12)  # past the stage's 10s: a paused stage does not complete
     held = api.rollout("model")
     assert (phase(held), stage(held)) == ("Paused", 1), story(held)
     assert read() == (80, 20, False)

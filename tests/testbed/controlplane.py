@@ -31,7 +31,7 @@ from testbed.pki import Pki, make_pki
 # kwok manages only the Nodes carrying this annotation (it never touches other Nodes).
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 FAKE_NODE_CAPACITY = {"cpu": "32", "memory": "256Gi", "pods": "500", "ephemeral-storage": "1Ti"}
-# Pod IPs kwok hands out; apart from the service range (10.0.0.0/24). Never routed.
+# Pod IPs kwok hands out; apart from the service range (10.0.0.0/16). Never routed.
 POD_CIDR = "10.244.0.1/16"
 NODE_LEASE_SECONDS = 40  # a kubelet's default
 
@@ -111,7 +111,7 @@ class ControlPlane:
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 f"--service-account-key-file={pki.sa_pub}",
                 f"--service-account-signing-key-file={pki.sa_key}",
-                "--service-cluster-ip-range=10.0.0.0/24",
+                "--service-cluster-ip-range=10.0.0.0/16",  # thousands of Services (bench-scale)
                 "--profiling=false",
             ],
         )
@@ -137,6 +137,13 @@ class ControlPlane:
         )
         # Both serve /healthz etc. over HTTPS on a loopback port, with our CA-signed cert
         # (its SAN is 127.0.0.1) so the readiness probe below verifies TLS too.
+        # Client rate limits for kube-controller-manager and kube-scheduler. Their
+        # defaults (20 and 50 requests/s, bursts of 30 and 100) queue the Deployment and
+        # ReplicaSet status updates behind the creations and Events of every other
+        # object: with 100 Deployments created at once, a Deployment reported its ready
+        # replica a median 44 s after its Pod was Ready (tests/bench/scale.py). A real
+        # cluster's controllers are not that far behind; the API server is on loopback.
+        client_limits = ["--kube-api-qps=1000", "--kube-api-burst=2000"]
         serving = [
             "--bind-address=127.0.0.1",
             f"--tls-cert-file={pki.serving_cert}",
@@ -157,6 +164,7 @@ class ControlPlane:
                 f"--root-ca-file={pki.ca_cert}",
                 f"--cluster-signing-cert-file={pki.ca_cert}",
                 f"--cluster-signing-key-file={pki.ca_key}",
+                *client_limits,
             ],
         )
         scheduler = self._spawn(
@@ -166,6 +174,7 @@ class ControlPlane:
                 f"--kubeconfig={scheduler_config}",
                 f"--secure-port={self.scheduler_port}",
                 *serving,
+                *client_limits,
             ],
         )
         kwok_home = self.workdir / "kwok-home"  # so a ~/.kwok/kwok.yaml is never read

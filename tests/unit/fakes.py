@@ -68,6 +68,9 @@ class FakeObjects:
         self.deleted.append((kind.kind, namespace, name))
         self.store.pop((kind.kind, namespace, name), None)
 
+    def seen(self, kind: ObjectKind, body: Manifest, deleted: bool = False) -> None:
+        pass  # every read here is fresh
+
     async def list(self, kind: ObjectKind, namespace: str, selector: str) -> list[Manifest]:
         wanted = dict(pair.split("=", 1) for pair in selector.split(",") if pair)
         return [

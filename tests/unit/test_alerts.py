@@ -30,6 +30,8 @@ ALERT_TESTS = Path(__file__).parent / "promtool" / "alerts.test.yaml"
 # them; histograms by their series. Alerts and dashboard may use these and nothing else.
 EXPORTED = {
     "modelrollout_info": {"version"},
+    "modelrollout_leader": set(),
+    "modelrollout_tick_lag_seconds_bucket": {"le"},
     "modelrollout_phase": {"namespace", "name", "phase"},
     "modelrollout_stage": {"namespace", "name"},
     "modelrollout_weight": {"namespace", "name"},

@@ -7,7 +7,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -21,12 +24,36 @@ from hypothesis import strategies as st
 from modelrollout.cli import build as build_module
 from modelrollout.cli import csv_table
 from modelrollout.cli.bins import le_counts
-from modelrollout.cli.csvblock import FieldProblem, parse_block
 from modelrollout.cli.main import main
+from modelrollout.cli.table import DataProblem
 from modelrollout.core.drift import psi
 from modelrollout.reference import Reference, parse_reference
 
 DECILES = np.arange(1, 10) / 10
+FieldProblem = DataProblem  # what the hand-written block parser raised, before pyarrow
+
+
+@dataclass(frozen=True)
+class Block:
+    numbers: np.ndarray
+    categories: tuple[dict[str, int], ...]
+
+
+def parse_block(
+    data: bytes, columns: int, numeric: Sequence[int], categorical: Sequence[int]
+) -> Block:
+    """The removed block parser's interface, over CsvTable: `data` under a header
+    c0,c1,..., the columns at these positions read as numbers or as categories."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "block.csv"
+        path.write_bytes(",".join(f"c{i}" for i in range(columns)).encode() + b"\n" + data)
+        table = csv_table.CsvTable(path)
+        chunks = list(table.chunks([f"c{i}" for i in numeric], [f"c{i}" for i in categorical]))
+    numbers = [np.concatenate(c) for c in zip(*(k.numbers for k in chunks), strict=True)]
+    counted = [
+        sum(map(Counter, c), Counter()) for c in zip(*(k.categories for k in chunks), strict=True)
+    ]
+    return Block(np.column_stack(numbers), tuple(dict(c) for c in counted))
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:

@@ -569,7 +569,7 @@ def test_a_stage_judged_by_a_match_rate_leaves_the_copying_to_the_comparator() -
 
 
 def notices(world: World) -> list[Notify]:
-    return [a for d in world.decisions for a in d.actions if isinstance(a, Notify)]
+    return [n for d in world.decisions for n in d.notices]
 
 
 def test_each_transition_is_told_once_in_order_with_its_sequence_number() -> None:

@@ -267,3 +267,34 @@ def test_a_managed_route_is_created_and_written_whole_by_the_operator() -> None:
         60,
         40,
     ]
+
+
+def test_a_watched_object_is_read_from_the_watch_only_at_the_version_last_known() -> None:
+    from modelrollout.kube.objects import KubeObjects
+
+    class Counting(KubeObjects):
+        def __init__(self) -> None:
+            super().__init__(kube=None)  # type: ignore[arg-type]
+            self.stored = http_route()
+            self.stored["metadata"] |= {"namespace": "ns", "resourceVersion": "1"}
+            self.reads = 0
+
+        async def _read(self, kind: Any, namespace: str, name: str) -> Any:
+            self.reads += 1
+            return copy.deepcopy(self.stored)
+
+    objects = Counting()
+    assert HTTPROUTE is not None
+    first = run(objects.get(HTTPROUTE, "ns", "route"))
+    objects.seen(HTTPROUTE, copy.deepcopy(objects.stored))  # the watch at the same version
+    assert run(objects.get(HTTPROUTE, "ns", "route")) == first
+    assert objects.reads == 1
+    newer = copy.deepcopy(objects.stored)
+    newer["metadata"]["resourceVersion"] = "2"  # someone else wrote
+    objects.seen(HTTPROUTE, newer)
+    objects.stored = newer
+    assert run(objects.get(HTTPROUTE, "ns", "route"))["metadata"]["resourceVersion"] == "2"
+    assert objects.reads == 2
+    objects.seen(HTTPROUTE, objects.stored, deleted=True)
+    run(objects.get(HTTPROUTE, "ns", "route"))
+    assert objects.reads == 3

@@ -90,6 +90,7 @@ class RoutingMethod(ApiModel):
     object_kind: ClassVar[ObjectKind | None] = None
     can_mirror: ClassVar[bool] = False
     needs_services: ClassVar[bool] = True
+    can_own_object: ClassVar[bool] = False  # may create its routing object (managed)
 
     @property
     def object_name(self) -> str | None:
@@ -135,6 +136,7 @@ class GatewayAPIRouting(RoutingMethod):
         "HTTPRoute", "gateway.networking.k8s.io", "v1", "httproutes"
     )
     can_mirror: ClassVar[bool] = True
+    can_own_object: ClassVar[bool] = True
 
     http_route: ObjectName = Field(
         description="Name of the HTTPRoute (gateway.networking.k8s.io/v1) in this namespace."

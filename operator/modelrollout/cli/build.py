@@ -47,6 +47,11 @@ def build(table: Table, request: Request) -> Reference:
         sample = table.sample(numeric, sample_rows(rows, len(numeric)))
         edges = tuple(quantile_edges(sample[:, j], request.bins) for j in range(len(numeric)))
     tally = count(table, Binning(numeric, edges, request.categorical))
+    if tally.rows != rows:  # a CSV file's rows are its lines
+        raise DataProblem(
+            f"{table.name}: {rows} lines but {tally.rows} rows: "
+            "a line break inside a quoted field is not supported"
+        )
     try:
         numeric_found = {
             name: Distribution(

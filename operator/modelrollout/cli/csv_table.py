@@ -1,32 +1,52 @@
-"""CSV files with a header row, read in blocks of whole lines, parsed in parallel."""
+"""CSV files with a header row, read by pyarrow's streaming reader a block at a time.
+
+Only the wanted columns are converted: numeric ones to float64, categorical ones as
+bytes. An empty field is a missing value. When pyarrow refuses a value, or one is
+missing or not finite, the rows from that block on are read again as text on one
+thread, to name the first bad field's column and row. Rows are lines (a line break
+inside a quoted field is not supported), which is how `sample` finds its rows.
+"""
 
 from __future__ import annotations
 
 import csv
+import math
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from itertools import islice
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from modelrollout.cli.csvblock import FieldProblem, parse_block
-from modelrollout.cli.table import Chunk, DataProblem, Floats, Rows, T, require_columns
+from modelrollout.cli.table import (
+    Chunk,
+    DataProblem,
+    Floats,
+    Rows,
+    category_counts,
+    pyarrow,
+    require_columns,
+    shown,
+)
 
-BLOCK_BYTES = 1 << 20  # big enough to amortise numpy's per-call cost, small enough to cache
-COUNT_BLOCK_BYTES = 1 << 23
-WORKERS = 2  # numpy releases the GIL in its loops, so blocks parse in parallel
+# pyarrow's block: a chunk's rows. pyarrow parses dozens of blocks ahead of us, so the
+# block size sets the memory: 1 MB keeps a pass within 250 MB, 4 MB takes 350.
+BLOCK_BYTES = 1 << 20
+SCAN_BYTES = 1 << 23  # reads of the raw file, to count and find lines
+NEWLINE = ord("\n")
+Source = str | bytes  # a path, or the header and some lines in memory
+RowOf = Callable[[int], int]  # a source's row index to the file's
 
 
 class CsvTable:
-    """A CSV file with a header row, read in blocks of whole lines."""
+    """A CSV file with a header row."""
 
     def __init__(self, path: Path) -> None:
         self.path, self.name = path, path.name
+        self._arrow = pyarrow("CSV", "pyarrow.csv")
         with path.open("rb") as file:
             header = file.readline()
-        self._data_start = len(header)
+        self._header = header if header.endswith(b"\n") else header + b"\n"
         text = header.decode("utf-8-sig", errors="replace").rstrip("\r\n")
         self.columns = tuple(c.strip() for c in next(csv.reader([text]), []))
         if not self.columns:
@@ -36,101 +56,190 @@ class CsvTable:
             raise DataProblem(f"{self.name}: the header repeats {', '.join(repeated)}")
 
     def count_rows(self) -> int:
+        """Lines after the header; bytes.count needs no parsing."""
         rows, last_line = 0, b""
         with self.path.open("rb") as file:
-            file.seek(self._data_start)
-            while read := file.read(COUNT_BLOCK_BYTES):
-                rows += newlines(read)
+            file.seek(len(self._header.rstrip(b"\n")) + 1)
+            while read := file.read(SCAN_BYTES):
+                rows += read.count(b"\n")
                 cut = read.rfind(b"\n") + 1
                 last_line = read[cut:] if cut else last_line + read
         return rows + bool(last_line.strip())
 
-    def map_chunks(
-        self, numeric: Sequence[str], categorical: Sequence[str], work: Callable[[Chunk], T]
-    ) -> Iterator[T]:
-        positions = self._positions(numeric, categorical)
-
-        def parse(first_row: int, block: bytes) -> T:
-            return work(self._parse(first_row, block, *positions))
-
-        with ThreadPoolExecutor(WORKERS) as pool:
-            yield from _ordered(pool, parse, self._blocks())
+    def chunks(self, numeric: Sequence[str], categorical: Sequence[str]) -> Iterator[Chunk]:
+        require_columns(self, [*numeric, *categorical])
+        return self._chunks(str(self.path), numeric, categorical, lambda row: row)
 
     def sample(self, numeric: Sequence[str], rows: Rows) -> Floats:
-        numeric_at, _ = self._positions(numeric, ())
-
-        def pick(first_row: int, block: bytes) -> tuple[Rows, Floats]:
-            within = np.searchsorted(rows, [first_row, first_row + newlines(block)])
-            wanted = rows[within[0] : within[1]]
-            ends = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == ord("\n"))
-            starts = np.concatenate(([0], ends[:-1] + 1))
-            local = wanted - first_row
-            lines = zip(starts[local].tolist(), ends[local].tolist(), strict=True)
-            try:
-                picked = parse_block(b"".join(block[s : e + 1] for s, e in lines), *columns)
-            except FieldProblem as problem:
-                raise DataProblem(self._where(int(wanted[problem.row]), problem)) from None
-            return wanted, picked.numbers
-
-        columns = (len(self.columns), numeric_at, ())
+        require_columns(self, numeric)
         values = np.empty((rows.size, len(numeric)))
         done = 0
-        with ThreadPoolExecutor(WORKERS) as pool:
-            for wanted, numbers in _ordered(pool, pick, self._blocks()):
-                values[done : done + wanted.size] = numbers
-                done += wanted.size
+        for chunk in self._chunks(self._lines(rows), numeric, (), lambda row: int(rows[row])):
+            for j, column in enumerate(chunk.numbers):
+                values[done : done + chunk.rows, j] = column
+            done += chunk.rows
         return values
 
-    def _positions(
-        self, numeric: Sequence[str], categorical: Sequence[str]
-    ) -> tuple[list[int], list[int]]:
-        require_columns(self, [*numeric, *categorical])
-        return [self.columns.index(n) for n in numeric], [
-            self.columns.index(n) for n in categorical
-        ]
-
-    def _parse(
-        self, first_row: int, block: bytes, numeric: list[int], categorical: list[int]
-    ) -> Chunk:
-        try:
-            parsed = parse_block(block, len(self.columns), numeric, categorical)
-        except FieldProblem as problem:
-            raise DataProblem(self._where(first_row + problem.row, problem)) from None
-        return Chunk(parsed.numbers, parsed.categories)
-
-    def _where(self, row: int, problem: FieldProblem) -> str:
-        place = f"row {row + 1} (line {row + 2})"
-        if problem.column < 0:
-            return f"{self.name}: {place} {problem.problem}"
-        return f"{self.name}: column {self.columns[problem.column]!r}, {place}: {problem.problem}"
-
-    def _blocks(self) -> Iterator[tuple[int, bytes]]:
-        """(index of the first row, whole lines each ending in a newline)."""
-        row, rest = 0, b""
+    def _lines(self, rows: Rows) -> bytes:
+        """The header and the lines of these rows, found by their line breaks."""
+        picked, first_row, done, rest = [self._header], 0, 0, b""
         with self.path.open("rb") as file:
-            file.seek(self._data_start)
-            while read := file.read(BLOCK_BYTES):
+            file.seek(len(self._header.rstrip(b"\n")) + 1)
+            while read := file.read(SCAN_BYTES):
                 data = rest + read
-                cut = data.rfind(b"\n") + 1
-                block, rest = data[:cut], data[cut:]
-                if block:
-                    yield row, block
-                    row += newlines(block)
-        if rest.strip():
-            yield row, rest + b"\n"
+                ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == NEWLINE)
+                stop = int(np.searchsorted(rows, first_row + ends.size))
+                local = rows[done:stop] - first_row
+                starts = np.concatenate(([0], ends[:-1] + 1))[local].tolist()
+                lines = zip(starts, ends[local].tolist(), strict=True)
+                picked += [data[start : end + 1] for start, end in lines]
+                rest = data[ends[-1] + 1 :] if ends.size else data
+                first_row, done = first_row + ends.size, stop
+        if done < rows.size and rows[done] == first_row and rest.strip():
+            picked.append(rest + b"\n")  # the last line, without a line break
+        return b"".join(picked)
+
+    def _chunks(
+        self, source: Source, numeric: Sequence[str], categorical: Sequence[str], row_of: RowOf
+    ) -> Iterator[Chunk]:
+        first, refused = 0, ""
+        try:
+            for batch in self._open(source, numeric, categorical, text=False):
+                chunk = _chunk(batch, numeric, categorical)
+                if chunk is None:
+                    break
+                yield chunk
+                first += batch.num_rows
+            else:
+                return
+        except self._arrow.ArrowInvalid as error:
+            refused = str(error)
+        raise self._locate(source, first, numeric, categorical, row_of, refused)
+
+    def _open(
+        self,
+        source: Source,
+        numeric: Sequence[str],
+        categorical: Sequence[str],
+        text: bool,
+        skip: int = 0,
+        bad_row: Callable[[Any], str] | None = None,
+    ) -> Any:
+        """pyarrow's streaming reader; `text` reads every column as bytes on one thread,
+        for `_locate`, so that pyarrow numbers bad rows."""
+        arrow = self._arrow
+        as_bytes = arrow.binary()
+        types = {n: as_bytes if text else arrow.float64() for n in numeric}
+        types |= dict.fromkeys(categorical, as_bytes)
+        return arrow.csv.open_csv(
+            source if isinstance(source, str) else arrow.BufferReader(source),
+            read_options=arrow.csv.ReadOptions(
+                column_names=list(self.columns),
+                skip_rows=1,
+                skip_rows_after_names=skip,
+                use_threads=not text,
+                block_size=BLOCK_BYTES,
+            ),
+            parse_options=arrow.csv.ParseOptions(
+                ignore_empty_lines=False, invalid_row_handler=bad_row
+            ),
+            convert_options=arrow.csv.ConvertOptions(
+                include_columns=list(types),
+                column_types=types,
+                null_values=[] if text else [""],
+                strings_can_be_null=not text,
+                quoted_strings_can_be_null=not text,
+            ),
+        )
+
+    def _locate(
+        self,
+        source: Source,
+        first: int,
+        numeric: Sequence[str],
+        categorical: Sequence[str],
+        row_of: RowOf,
+        refused: str,
+    ) -> DataProblem:
+        """The first bad field from row `first` on, as text, or the row with the wrong
+        number of fields."""
+        bad_rows: list[Any] = []
+
+        def bad_row(row: Any) -> str:
+            bad_rows.append(row)
+            return "error"
+
+        try:
+            reader = self._open(source, numeric, categorical, True, first, bad_row)
+            for batch in reader:
+                found = _first_problem(batch, numeric, categorical)
+                if found is not None:
+                    row, column, problem = found
+                    where = _place(row_of(first + row))
+                    return DataProblem(f"{self.name}: column {column!r}, {where}: {problem}")
+                first += batch.num_rows
+        except self._arrow.ArrowInvalid as error:
+            if bad_rows and bad_rows[0].number is not None:
+                bad = bad_rows[0]
+                where = _place(row_of(bad.number - 2))  # line 1 is the header
+                return DataProblem(
+                    f"{self.name}: {where} has {bad.actual_columns} fields; "
+                    f"the header has {bad.expected_columns}"
+                )
+            refused = refused or str(error)
+        return DataProblem(f"{self.name}: {refused or 'unreadable'}")
 
 
-def newlines(data: bytes) -> int:
-    """How many; numpy counts a few times faster than bytes.count."""
-    return int(np.count_nonzero(np.frombuffer(data, dtype=np.uint8) == ord("\n")))
+def _place(row: int) -> str:
+    return f"row {row + 1} (line {row + 2})"
 
 
-def _ordered(
-    pool: ThreadPoolExecutor, work: Callable[[int, bytes], T], blocks: Iterator[tuple[int, bytes]]
-) -> Iterator[T]:
-    """`work` on each block in the pool, results in order, a few blocks ahead at most."""
-    pending = [pool.submit(work, *b) for b in islice(blocks, 2 * WORKERS)]
-    while pending:
-        result = pending.pop(0).result()
-        pending.extend(pool.submit(work, *b) for b in islice(blocks, 1))
-        yield result
+def _chunk(batch: Any, numeric: Sequence[str], categorical: Sequence[str]) -> Chunk | None:
+    """The batch's columns, or None if a value is missing or not finite."""
+    numbers = []
+    for name in numeric:
+        column = batch.column(name)
+        values: Floats = column.to_numpy()
+        if column.null_count or not np.isfinite(values).all():
+            return None
+        numbers.append(values)
+    categories = []
+    for name in categorical:
+        column = batch.column(name)
+        if column.null_count:
+            return None
+        categories.append(category_counts(column))
+    return Chunk(tuple(numbers), tuple(categories), batch.num_rows)
+
+
+def _first_problem(
+    batch: Any, numeric: Sequence[str], categorical: Sequence[str]
+) -> tuple[int, str, str] | None:
+    """(row, column, problem) of the earliest bad field; numeric columns first in a row."""
+    found: tuple[int, str, str] | None = None
+    for name in [*numeric, *categorical]:
+        check = _number_problem if name in numeric else _category_problem
+        for row, value in enumerate(batch.column(name).to_pylist()[: found[0] if found else None]):
+            problem = check(value)
+            if problem is not None:
+                found = (row, name, problem)
+                break
+    return found
+
+
+def _number_problem(value: bytes) -> str | None:
+    """As pyarrow reads numbers: ASCII only, surrounding blanks allowed, no "1_000"."""
+    text = value.strip()
+    if not text:
+        return "missing value"
+    try:
+        if not text.isascii() or b"_" in text:
+            raise ValueError
+        number = float(text)
+    except ValueError:
+        return f"{shown(value)} is not a number"
+    return None if math.isfinite(number) else f"{shown(value)} is not a finite number"
+
+
+def _category_problem(value: bytes) -> str | None:
+    return None if value else "missing value"

@@ -1,23 +1,28 @@
-"""modelrollout: build a drift reference from training data, and check data against one.
+"""modelrollout: build a drift reference from training data or from the stable model's
+live histograms, and check data against one.
 
   modelrollout reference build train.csv --features age,income --categorical country \\
       --score score -o reference.yaml
+  modelrollout reference capture --prometheus http://prometheus:9090 --window 7d \\
+      --histogram model_feature_value --features age,income \\
+      --namespace prod --deployment ranker-v7 -o reference.yaml
   modelrollout psi --reference reference.yaml today.parquet
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import re
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
 import yaml
 
+from modelrollout.api.spec import DEFAULT_DRIFT_SELECTOR
 from modelrollout.cli.build import Request, build
 from modelrollout.cli.csv_table import CsvTable
 from modelrollout.cli.parquet_table import ParquetTable
@@ -29,6 +34,7 @@ DEFAULT_NAME = "drift-reference"
 PARQUET_SUFFIXES = (".parquet", ".pq")
 DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 CONFIG_MAP_KEY_PATTERN = re.compile(r"[-._a-zA-Z0-9]+")
+PROMQL_DURATION = re.compile(r"([0-9]+(ms|s|m|h|d|w|y))+")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -38,7 +44,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if run is None:
         parser.print_help(sys.stderr)
         return BAD_INPUT
-    _keep_freed_memory()
     try:
         return run(args)
     except (DataProblem, ReferenceProblem, OSError, UnicodeDecodeError) as error:
@@ -74,16 +79,43 @@ def _parser() -> argparse.ArgumentParser:
     build_command.add_argument(
         "--bins", type=_bins, default=10, help="quantile bins per numeric column (default 10)"
     )
-    build_command.add_argument(
-        "--name", type=_dns_name, default=DEFAULT_NAME, help=f"ConfigMap name ({DEFAULT_NAME})"
-    )
-    build_command.add_argument(
-        "--key", type=_key, default=CONFIG_MAP_KEY, help=f"ConfigMap key ({CONFIG_MAP_KEY})"
-    )
-    build_command.add_argument(
-        "-o", "--output", default="-", metavar="FILE", help="where to write (default -: stdout)"
-    )
+    _output_options(build_command)
     build_command.set_defaults(run=_build)
+
+    capture_command = reference.add_parser(
+        "capture",
+        help="a reference (ConfigMap manifest) from the stable's histograms in Prometheus",
+        description="The stable model's feature histograms (and categories, and scores) "
+        "over a window, read with the drift gate's own queries, as the ConfigMap `build` "
+        "writes: what production looked like before the rollout.",
+    )
+    capture_command.add_argument("--prometheus", required=True, metavar="URL")
+    capture_command.add_argument(
+        "--histogram", required=True, metavar="NAME", help="the gate's histogram (feature label)"
+    )
+    capture_command.add_argument("--features", type=_names, required=True, metavar="A,B")
+    capture_command.add_argument("--categorical", type=_names, default=(), metavar="X,Y")
+    capture_command.add_argument(
+        "--categorical-counter", metavar="NAME", help="the gate's counter of categories"
+    )
+    capture_command.add_argument("--category-label", default="category", metavar="LABEL")
+    capture_command.add_argument("--score-histogram", metavar="NAME")
+    capture_command.add_argument("--namespace", default="", help="fills {{namespace}}")
+    capture_command.add_argument(
+        "--deployment", default="", help="the stable's Deployment: fills {{target.deployment}}"
+    )
+    capture_command.add_argument(
+        "--selector", default=DEFAULT_DRIFT_SELECTOR, help=f"the gate's ({DEFAULT_DRIFT_SELECTOR})"
+    )
+    capture_command.add_argument(
+        "--window", type=_window, required=True, help="a PromQL duration: 7d, 12h"
+    )
+    capture_command.add_argument(
+        "--at", metavar="TIME", help="the window's end: RFC 3339 or Unix seconds (default: now)"
+    )
+    capture_command.add_argument("--timeout", type=float, default=30.0, help="seconds a query")
+    _output_options(capture_command)
+    capture_command.set_defaults(run=_capture)
 
     psi_command = commands.add_parser(
         "psi",
@@ -108,24 +140,45 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _output_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--name", type=_dns_name, default=DEFAULT_NAME, help=f"ConfigMap name ({DEFAULT_NAME})"
+    )
+    command.add_argument(
+        "--key", type=_key, default=CONFIG_MAP_KEY, help=f"ConfigMap key ({CONFIG_MAP_KEY})"
+    )
+    command.add_argument(
+        "-o", "--output", default="-", metavar="FILE", help="where to write (default -: stdout)"
+    )
+
+
 def _build(args: argparse.Namespace) -> int:
     if not args.features and not args.categorical:
         raise DataProblem("name the columns: --features and/or --categorical")
     reference = build(
         open_table(args.data), Request(args.features, args.categorical, args.score, args.bins)
     )
+    return _write(args, reference, f"{reference.samples} rows of {args.data.name}")
+
+
+def _capture(args: argparse.Namespace) -> int:
+    from modelrollout.cli.capture import Capture, capture, drift_gate, selector
+
+    gate = drift_gate(args)
+    request = Capture(args.prometheus, gate, selector(args), args.window, args.at, args.timeout)
+    reference = capture(request)
+    return _write(args, reference, f"{reference.samples} observations over {args.window}")
+
+
+def _write(args: argparse.Namespace, reference: Reference, what: str) -> int:
     text = yaml.dump(config_map(args.name, reference, args.key), Dumper=_Dumper, sort_keys=False)
     if args.output == "-":
         sys.stdout.write(text)
         notes = sys.stderr
     else:
-        Path(args.output).write_text(text, encoding="utf-8")
+        write_whole(Path(args.output), text)
         notes = sys.stdout
-        print(
-            f"wrote {args.output}: ConfigMap {args.name}, key {args.key}, "
-            f"{reference.samples} rows of {args.data.name}",
-            file=notes,
-        )
+        print(f"wrote {args.output}: ConfigMap {args.name}, key {args.key}, {what}", file=notes)
     _print_buckets(reference, notes)
     return 0
 
@@ -156,6 +209,19 @@ def _psi(args: argparse.Namespace) -> int:
     else:
         print("\n".join(table_lines(results, args.aggregate)))
     return 0
+
+
+def write_whole(path: Path, text: str) -> None:
+    """All of it or nothing: a temporary file beside `path`, renamed over it."""
+    with tempfile.NamedTemporaryFile(
+        "w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.", delete=False
+    ) as out:
+        try:
+            out.write(text)
+        except BaseException:
+            Path(out.name).unlink()
+            raise
+    Path(out.name).replace(path)
 
 
 def open_table(path: Path) -> Table:
@@ -189,6 +255,14 @@ def _bins(text: str) -> int:
     return int(text)
 
 
+def _window(text: str) -> str:
+    if not PROMQL_DURATION.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"expected a PromQL duration such as 7d or 12h, got {text!r}"
+        )
+    return text
+
+
 def _dns_name(text: str) -> str:
     if len(text) > 253 or not DNS_SUBDOMAIN.fullmatch(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not a valid ConfigMap name")
@@ -199,21 +273,6 @@ def _key(text: str) -> str:
     if len(text) > 253 or not CONFIG_MAP_KEY_PATTERN.fullmatch(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not a valid ConfigMap key")
     return text
-
-
-def _keep_freed_memory() -> None:
-    """Let glibc keep freed memory. Each CSV block allocates and frees the same few
-    megabytes of numpy temporaries; glibc's default is to hand them back to the kernel
-    and fault them in again, which doubled the time of a pass over a CSV file."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return
-    trim_threshold, mmap_threshold = -1, -3
-    mallopt(trim_threshold, 256 << 20)
-    mallopt(mmap_threshold, 32 << 20)
 
 
 if __name__ == "__main__":

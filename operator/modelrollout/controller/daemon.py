@@ -35,7 +35,11 @@ async def drive(
 ) -> bool:
     """Drive a rollout until kopf stops the daemon; True when it was deleted (the
     traffic has then been given back)."""
+    loop = asyncio.get_running_loop()
+    due: float | None = None
     while not stopped:
+        if due is not None and not wake.is_set():  # woken early: nothing was late
+            telemetry.TICK_LAG.observe(max(0.0, loop.time() - due))
         wake.clear()
         try:
             with telemetry.timed(telemetry.RECONCILE):
@@ -44,6 +48,7 @@ async def drive(
             telemetry.RECONCILE_ERRORS.inc()
             logger.exception("reconcile failed; retrying in %.0fs", ERROR_BACKOFF_SECONDS)
             delay = ERROR_BACKOFF_SECONDS
+        due = loop.time() + delay
         await _sleep(stopped, wake, delay)
     # after the last pass, so no write of this daemon can follow the release
     reason = stopped.reason or kopf.DaemonStoppingReason(0)

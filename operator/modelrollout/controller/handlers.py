@@ -15,7 +15,7 @@ from typing import Any
 import kopf
 
 from modelrollout import telemetry
-from modelrollout.api.objects import ObjectRef
+from modelrollout.api.objects import ObjectKind, ObjectRef
 from modelrollout.api.resource import ACTION_ANNOTATION, FINALIZER, GROUP, PLURAL, VERSION
 from modelrollout.controller.adapters import Adapters
 from modelrollout.controller.daemon import drive, forget_wake, wake_event
@@ -89,19 +89,22 @@ async def wake_on_change(body: kopf.Body, memo: kopf.Memo, type: str, **_: Any) 
         wake_event(memo, namespace, name).set()
 
 
-async def wake_claimants(
-    body: kopf.Body, memo: kopf.Memo, namespace: str | None, **kwargs: Any
-) -> None:
-    """A routing object changed: wake the rollouts that drive it, so a write by someone
-    else (a GitOps sync, a person) is reasserted at once instead of at the next tick."""
-    claims: kopf.Index[tuple[str, str, str], Claimant] = kwargs["rollout_claims"]
-    kind = str(body.get("kind"))
-    for claimant in claims.get((str(namespace), kind, str(body.metadata.name)), ()):
-        wake_event(memo, str(namespace), claimant.name).set()
+def _watch_routes(kind: ObjectKind) -> None:
+    @kopf.on.event(kind.group, kind.version, kind.plural)
+    async def wake_claimants(
+        body: kopf.Body, memo: kopf.Memo, namespace: str | None, type: str, **kwargs: Any
+    ) -> None:
+        """A routing object changed: keep it for the reads of the next pass, and wake
+        the rollouts that drive it, so a write by someone else (a GitOps sync, a
+        person) is reasserted at once instead of at the next tick."""
+        memo.adapters.objects.seen(kind, dict(body), deleted=type == "DELETED")
+        claims: kopf.Index[tuple[str, str, str], Claimant] = kwargs["rollout_claims"]
+        for claimant in claims.get((str(namespace), kind.kind, str(body.metadata.name)), ()):
+            wake_event(memo, str(namespace), claimant.name).set()
 
 
 for _kind in routing_kinds():
-    kopf.on.event(_kind.group, _kind.version, _kind.plural)(wake_claimants)
+    _watch_routes(_kind)
 
 
 # The backoff lets a stopped daemon finish its pass (and, on deletion, give traffic

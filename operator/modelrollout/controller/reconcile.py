@@ -35,7 +35,6 @@ from modelrollout.core.types import (
     Decision,
     EmitEvent,
     Judgement,
-    Notify,
     Observations,
     RunCheck,
     Scale,
@@ -112,12 +111,11 @@ async def reconcile(
         raise
     telemetry.record_pass(namespace, name, observations.metrics, decision.rollback)
     await _act(adapters, rollout, body, spec, decision, logger)
-    notices = [a for a in decision.actions if isinstance(a, Notify)]
-    if notices and spec is not None:
+    if decision.notices and spec is not None:
         receivers = adapters.receivers + await rollout_receivers(
             adapters.objects, namespace, name, spec
         )
-        for notice in notices:
+        for notice in decision.notices:
             send(adapters.notifier, receivers, rollout, decision.status, notice)
     return decision.requeue_after or CONFLICT_RETRY_SECONDS
 

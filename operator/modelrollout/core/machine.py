@@ -152,6 +152,7 @@ class _Tick:
         )
         self.requeue: float = self.interval
         self.rollback: str | None = None
+        self.notices: list[Notify] = []
 
     @property
     def spec(self) -> ModelRolloutSpec:
@@ -160,7 +161,10 @@ class _Tick:
 
     def decision(self, before: ModelRolloutStatus) -> Decision:
         changed = self.status != before
-        return Decision(self.status, tuple(self.actions), self.requeue, changed, self.rollback)
+        return Decision(
+            self.status, tuple(self.actions), self.requeue, changed, self.rollback,
+            tuple(self.notices),
+        )  # fmt: skip
 
     # -- the flow ----------------------------------------------------------------
 
@@ -676,7 +680,7 @@ class _Tick:
             notice = _NOTICES.get((phase, reason), _NOTICES.get((phase, None)))
             if notice is not None:
                 details = self._notice_details(notice)
-                self.actions.append(Notify(notice, s.transitions, reason, message, details))
+                self.notices.append(Notify(notice, s.transitions, reason, message, details))
             entry = HistoryEntry(
                 time=timestamp(self.now),
                 from_phase=s.phase,

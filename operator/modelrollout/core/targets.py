@@ -34,9 +34,14 @@ def routing_object(routing: TrafficRouting) -> RoutingObject | None:
     return RoutingObject(method.object_kind, method.object_name)
 
 
-def routing_kinds() -> list[ObjectKind]:
-    """Every kind a routing method can drive, for RBAC and its tests."""
-    return [m.object_kind for _, m in routing_methods().values() if m.object_kind is not None]
+def routing_kinds(*, created: bool | None = None) -> list[ObjectKind]:
+    """Every kind a routing method can drive, for RBAC and its tests; `created`: only
+    those the operator may (True) or may not (False) create."""
+    return [
+        m.object_kind
+        for _, m in routing_methods().values()
+        if m.object_kind is not None and created in (None, m.can_own_object)
+    ]
 
 
 def claimed_objects(spec: ModelRolloutSpec) -> list[ObjectRef]:

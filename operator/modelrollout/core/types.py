@@ -223,7 +223,7 @@ class ConsumeAction:
     name: str
 
 
-Action = SetRoute | Scale | EmitEvent | ConsumeAction | RunCheck | StopCheck | Notify
+Action = SetRoute | Scale | EmitEvent | ConsumeAction | RunCheck | StopCheck
 
 
 @dataclass(frozen=True)
@@ -232,8 +232,9 @@ class Decision:
 
     The controller writes `status` first (only when `changed`) and performs `actions`
     afterwards, in order; a crash in between is repaired by the next tick, which sees
-    the route differ from the status. `requeue_after` is when the next tick is due;
-    `rollback` names the reason when this tick started a rollback (for the counters).
+    the route differ from the status. `notices` go to the notification receivers once
+    the status is stored. `requeue_after` is when the next tick is due; `rollback`
+    names the reason when this tick started a rollback (for the counters).
     """
 
     status: ModelRolloutStatus
@@ -241,3 +242,4 @@ class Decision:
     requeue_after: float | None = None
     changed: bool = True
     rollback: str | None = None
+    notices: tuple[Notify, ...] = ()

@@ -32,7 +32,7 @@ async def write_status(
     """Patch status, failing with 409 if the object changed since we read it, so a
     status computed from a stale spec is never stored."""
     body = {"metadata": {"resourceVersion": resource_version}, "status": merge_patch(old, new)}
-    result = await kube.call(
+    result = await kube.write(
         kube.custom.patch_namespaced_custom_object_status,
         GROUP,
         VERSION,
@@ -51,7 +51,7 @@ async def remove_annotation(
     """Remove an annotation if the object is still at `resource_version`; return the
     new resourceVersion for the status write that follows."""
     body = {"metadata": {"resourceVersion": resource_version, "annotations": {key: None}}}
-    result: Any = await kube.call(
+    result: Any = await kube.write(
         kube.custom.patch_namespaced_custom_object,
         GROUP,
         VERSION,
