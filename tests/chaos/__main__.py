@@ -31,7 +31,7 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="chaos-"))
     out = CACHE / "chaos" / f"seed-{seed}-n{args.n}-{args.profile}"
     out.parent.mkdir(parents=True, exist_ok=True)
-    archive = out.with_suffix(".history.jsonl")
+    archive = out.with_suffix(".history.jsonl.gz")
     try:
         with open_bed(workdir, procs.spawn) as bed:
             evidence = Soak(plan, bed, log=print, archive=archive).run()

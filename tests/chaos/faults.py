@@ -24,6 +24,7 @@ from integration import objects
 
 BACK_WITHIN = 180.0  # a restarted component not ready by then: the test bed broke
 EDIT_WAIT = 120.0  # a route edit waits this long for a rollout in flight
+CRASH_BACKOFF = 5.0  # an operator that exited by itself is started again after this (a kubelet)
 Check = Callable[[], bool]
 
 
@@ -42,6 +43,9 @@ class Injector:
     )
     _polls: list[tuple[float, Applied, Check]] = field(default_factory=list)
     _edits: list[Applied] = field(default_factory=list)  # route edits still to make
+    crashes: list[str] = field(default_factory=list)  # the operator exiting by itself
+    _revive_at: float | None = None
+    _down: bool = False  # the operator is down on purpose (operator-kill)
 
     def __post_init__(self) -> None:
         self.runs.append(OperatorRun(started=time.time()))
@@ -51,9 +55,12 @@ class Injector:
         self.applied.append(applied)
         kind, bed = fault.kind, self.bed
         if kind == "operator-kill":
-            self.scrape()
-            bed.operator.kill()
-            self.runs[-1].ended = applied.started = time.time()
+            if not self._down and self._revive_at is None:
+                self.scrape()
+                bed.operator.kill()
+                self.runs[-1].ended = time.time()
+            self._down, self._revive_at = True, None
+            applied.started = time.time()
             self._end_after(applied, self._operator_up)
         elif kind == "prometheus-kill":
             bed.prometheus.kill()
@@ -76,6 +83,7 @@ class Injector:
     def due(self, now: float) -> None:
         """End the faults whose time is up; note the components that came back."""
         self._try_edits()
+        self._watch_operator(now)
         for entry in sorted(self._ends, key=lambda e: e[0]):
             at, applied, end, ready = entry
             if at <= now:
@@ -117,8 +125,26 @@ class Injector:
         self._polls.append((time.time() + BACK_WITHIN, applied, ready))
 
     def _operator_up(self) -> None:
-        self.bed.operator.start()
-        self.runs.append(OperatorRun(started=time.time()))
+        if not self.bed.operator.proc.alive():
+            self.bed.operator.start()
+            self.runs.append(OperatorRun(started=time.time()))
+        self._down, self._revive_at = False, None
+
+    def _watch_operator(self, now: float) -> None:
+        """An operator that exits by itself is noted, and started again after
+        CRASH_BACKOFF, as a kubelet would."""
+        if self._revive_at is not None and now >= self._revive_at:
+            self._operator_up()
+        popen = self.bed.operator.proc.popen
+        if self._down or self._revive_at is not None or popen is None:
+            return
+        code = popen.poll()
+        if code is None:
+            return
+        tail = self.bed.operator.proc.tail(5).replace("\n", " | ")[-600:]
+        self.crashes.append(f"{time.time():.1f}: exit code {code}: {tail}")
+        self.runs[-1].ended = time.time()
+        self._revive_at = time.time() + CRASH_BACKOFF
 
     # -- a route edited by someone else -----------------------------------------------
 

@@ -90,6 +90,7 @@ class Evidence:
     finished: float  # when the soak stopped waiting
     problems: list[str] = field(default_factory=list)  # the recorder's and the soak's
     started: float = 0.0  # when the soak started
+    crashes: list[str] = field(default_factory=list)  # the operator exiting by itself
 
     def by_rollout(self) -> dict[str, list[RolloutVersion]]:
         out: dict[str, list[RolloutVersion]] = defaultdict(list)

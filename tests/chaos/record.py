@@ -4,6 +4,7 @@ invariants need. It never asks the operator anything."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import threading
 import time
@@ -115,7 +116,9 @@ class Recorder:
         archive: Path | None = None,
     ) -> None:
         self.etcd_url, self.namespace, self.on_rollout = etcd_url, namespace, on_rollout
-        self.archive: IO[str] | None = archive.open("w") if archive is not None else None
+        self.archive: IO[str] | None = None
+        if archive is not None:  # closed by stop()
+            self.archive = gzip.open(archive, "wt")  # noqa: SIM115
         self.rollouts: list[RolloutVersion] = []
         self.routes: list[RouteVersion] = []
         self.deployments: list[DeploymentVersion] = []

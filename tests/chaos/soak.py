@@ -13,7 +13,7 @@ from pathlib import Path
 
 from chaos import invariants
 from chaos.bed import NAMESPACE, Bed
-from chaos.faults import Injector
+from chaos.faults import CRASH_BACKOFF, Injector
 from chaos.invariants import Evidence
 from chaos.plan import Fault, Plan, RolloutPlan
 from chaos.record import TERMINAL, Recorder, RolloutVersion
@@ -60,6 +60,7 @@ class Soak:
             finished=time.time(),
             problems=recorder.problems + self.problems,
             started=self.t0,
+            crashes=injector.crashes,
         )
 
     def _say(self, message: str) -> None:
@@ -71,12 +72,12 @@ class Soak:
         active: dict[str, RolloutPlan] = {}
         creating: list[tuple[RolloutPlan, list[Obj]]] = []
         while queue or active:
+            injector.due(time.time())
             now = time.time() - self.t0
             while faults and faults[0].at <= now:
                 fault = faults.pop(0)
                 self._say(f"fault {fault.kind} {_params(fault)}")
                 injector.begin(fault)
-            injector.due(time.time())
             for name, v in list(recorder.latest.items()):
                 if v.phase in TERMINAL and active.pop(name, None) is not None:
                     self.bed.models.stop(name)
@@ -216,6 +217,9 @@ def report(evidence: Evidence, violations: list[str]) -> str:
         f"  rollout durations: median {statistics.median(took) if took else 0:.0f}s, max "
         f"{max(took, default=0):.0f}s; at most {max(share, default=0):.0%} of its bound",
         f"  soak took {evidence.finished - t0:.0f}s",
+        f"  operator exits on its own (restarted after {CRASH_BACKOFF:g}s, as a kubelet would): "
+        f"{len(evidence.crashes)}",
+        *(f"    - {crash}" for crash in evidence.crashes),
         f"  violations: {len(violations)}",
     ]
     lines += [f"    - {v}" for v in violations]

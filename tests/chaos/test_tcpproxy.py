@@ -29,9 +29,14 @@ class Hello(BaseHTTPRequestHandler):
         pass
 
 
+class Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # the resets and timeouts below are the point, not news
+
+
 @pytest.fixture
 def proxy() -> Iterator[TcpProxy]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Hello)
+    server = Server(("127.0.0.1", 0), Hello)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     with TcpProxy(server.server_address[1]) as proxy:
         yield proxy
