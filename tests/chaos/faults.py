@@ -175,7 +175,8 @@ class Injector:
             return False
         name = candidates[min(len(candidates) - 1, int(fault.pick * len(candidates)))]
         applied.target = name
-        get_version = ["-o", "jsonpath={.metadata.resourceVersion}"]
+        # the new version's revision, and no wait on an API server that does not answer
+        get_version = ["-o", "jsonpath={.metadata.resourceVersion}", "--request-timeout=10s"]
         try:
             if fault.how == "flux-ssa":  # Git's route, weights and all, forced back
                 route = objects.http_route(name, f"{name}-v1", f"{name}-v2")
