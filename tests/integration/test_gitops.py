@@ -45,14 +45,18 @@ def sync(api: Api, tool: str, manifest: Obj) -> None:
     )
 
 
-def managers(api: Api, kind: str, field: str) -> set[str]:
+def managers(api: Api, kind: str, field: str, name: str = "model") -> set[str]:
     """The field managers owning `spec.<field>` of the object."""
-    obj = api.get(kind, "model")
+    obj = api.get(kind, name)
     return {
         entry["manager"]
         for entry in obj["metadata"].get("managedFields", [])
         if f"f:{field}" in json.dumps(entry.get("fieldsV1", {}).get("f:spec", {}))
     }
+
+
+def confirmed(obj: Obj) -> bool:
+    return bool((obj.get("status") or {}).get("weightConfirmed"))
 
 
 def overridden(api: Api) -> list[Obj]:
@@ -73,7 +77,10 @@ def test_a_sync_of_the_route_is_reasserted_at_once(
     read = setup(api, router, {"stages": STAGES}, analysis=SLOW_TICKS)
     api.wait_rollout("model", lambda o: stage(o) == 1, "stage 1", 60)
     api.wait_rollout(
-        "model", lambda o: o["status"].get("weightConfirmed"), "the weight confirmed", 60
+        "model",
+        lambda o: (o.get("status") or {}).get("weightConfirmed"),
+        "the weight confirmed",
+        60,
     )
     eventually(read, (80, 20, False))
     syncs = 3 if tool == "argocd" else 1  # self-heal syncs again each time it sees a diff
@@ -95,12 +102,15 @@ def test_a_sync_of_deployment_replicas_is_reasserted_at_the_next_tick(
     read = setup(api, "replicas", {"stages": STAGES})
     api.wait_rollout("model", lambda o: stage(o) == 1, "stage 1", 60)
     api.wait_rollout(
-        "model", lambda o: o["status"].get("weightConfirmed"), "the weight confirmed", 60
+        "model",
+        lambda o: (o.get("status") or {}).get("weightConfirmed"),
+        "the weight confirmed",
+        60,
     )
     eventually(read, (8, 2), timeout=30)
     sync(api, "flux", objects.deployment("model-v1", replicas=10))
     eventually(read, (8, 2), timeout=30)  # ticks are 10s apart without analysis
-    assert "modelrollout-operator" in managers(api, "deployment", "replicas")
+    assert "modelrollout-operator" in managers(api, "deployment", "replicas", "model-v1")
     api.wait_events(
         "model", lambda e: e["reason"] == "WeightOverridden", "a WeightOverridden Event"
     )

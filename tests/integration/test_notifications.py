@@ -87,7 +87,7 @@ def test_a_rollback_is_told_with_its_cause(
     stages = [{"weight": 10, "duration": "2s"}, {"weight": 50, "duration": "10m"}]
     stages.append({"weight": 100, "duration": "1s"})
     setup(api, "gatewayAPI", {"stages": stages}, notifications=RECEIVERS)
-    api.wait_rollout("model", lambda o: o["status"].get("stage") == 2, "stage 2", 60)
+    api.wait_rollout("model", lambda o: (o.get("status") or {}).get("stage") == 2, "stage 2", 60)
     api.annotate("model", "abort")
     api.wait_phase("model", "RolledBack", timeout=30)
     for listener in (own, shared):

@@ -17,12 +17,12 @@ ERROR_BACKOFF_SECONDS = 5.0
 def wake_event(memo: kopf.Memo, namespace: str, name: str) -> asyncio.Event:
     """The event that wakes one rollout's daemon early: its spec or action changed, or
     someone else wrote a routing object it drives."""
-    wakes: dict[tuple[str, str], asyncio.Event] = memo.setdefault("wakes", {})
+    wakes: dict[tuple[str, str], asyncio.Event] = memo.wakes  # shared: see configure
     return wakes.setdefault((namespace, name), asyncio.Event())
 
 
 def forget_wake(memo: kopf.Memo, namespace: str, name: str) -> None:
-    memo.setdefault("wakes", {}).pop((namespace, name), None)
+    memo.wakes.pop((namespace, name), None)
 
 
 async def drive(

@@ -46,6 +46,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     policy = AddressPolicy.from_environment()
     memo.adapters = Adapters.for_kube(Kube.from_environment(), policy, receivers=receivers)
     memo.driven = set()  # uids of rollouts whose daemon here runs or released them
+    # kopf gives each object a shallow copy of this memo: containers made here are
+    # shared by every handler, of every resource (a route's event wakes a rollout).
+    memo.wakes = {}
+    memo.seen = {}
 
 
 @kopf.on.cleanup()
@@ -83,7 +87,7 @@ async def wake_on_change(body: kopf.Body, memo: kopf.Memo, type: str, **_: Any) 
         forget_wake(memo, namespace, name)
         return
     key = (body.metadata.get("generation"), body.metadata.annotations.get(ACTION_ANNOTATION))
-    seen: dict[tuple[str, str], Any] = memo.setdefault("seen", {})
+    seen: dict[tuple[str, str], Any] = memo.seen
     if seen.get((namespace, name)) != key:
         seen[(namespace, name)] = key
         wake_event(memo, namespace, name).set()
