@@ -19,11 +19,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from chaos.bed import NAMESPACE, Bed
 from chaos.invariants import Applied, OperatorRun
 from chaos.plan import Fault
-from chaos.record import Recorder
+from chaos.record import TERMINAL, Recorder
 from integration import objects
 
 BACK_WITHIN = 180.0  # a restarted component not ready by then: the test bed broke
-EDIT_WAIT = 120.0  # a route edit waits this long for a rollout in flight
+IN_FLIGHT = ("Progressing", "Paused")  # a route edit is made only on a rollout in these
 CRASH_BACKOFF = 5.0  # an operator that exited by itself is started again after this (a kubelet)
 Check = Callable[[], bool]
 
@@ -43,6 +43,7 @@ class Injector:
     )
     _polls: list[tuple[float, Applied, Check]] = field(default_factory=list)
     _edits: list[Applied] = field(default_factory=list)  # route edits still to make
+    _entered: dict[int, float] = field(default_factory=dict)  # edit -> its target's stage seen
     crashes: list[str] = field(default_factory=list)  # the operator exiting by itself
     _revive_at: float | None = None
     _down: bool = False  # the operator is down on purpose (operator-kill)
@@ -105,7 +106,7 @@ class Injector:
         """End every fault now and wait for what restarts; drop edits not made."""
         for applied in self._edits:
             applied.ended = time.time()
-            applied.note = f"not made: {applied.note}"
+            applied.note = f"not made: {applied.note or 'its stage never came'}"
         self._edits.clear()
         self.due(float("inf"))
         while self._polls:
@@ -148,33 +149,35 @@ class Injector:
 
     # -- a route edited by someone else -----------------------------------------------
 
-    def in_flight(self) -> list[str]:
-        latest = dict(self.recorder.latest)
-        return sorted(
-            name
-            for name, v in latest.items()
-            if v.stage >= 1 and v.phase in ("Progressing", "Paused")
-        )
-
     def _try_edits(self) -> None:
-        """Make the route edits that are due: each waits (up to EDIT_WAIT) for a
-        rollout in flight and for an API server that answers."""
+        """Make the route edits that are due. Each waits for its target to be in its
+        stage (or a later one) for `into` seconds, then is tried on every turn of the
+        loop until made, or until the rollout is no longer in flight (then it is noted
+        as not made: the report says so, and the CI test fails on it)."""
+        now = time.time()
         for applied in list(self._edits):
-            made = self._edit_route(applied)
-            if made or time.time() > applied.started + EDIT_WAIT:
+            fault = applied.fault
+            latest = self.recorder.latest.get(fault.target)
+            if latest is None or (latest.stage < fault.stage and latest.phase not in TERMINAL):
+                continue  # not yet in its stage
+            if latest.phase not in IN_FLIGHT:
                 self._edits.remove(applied)
-                applied.ended = time.time()
-                if not made:
-                    applied.note = f"not made: {applied.note}"
+                applied.ended = now
+                applied.note = (
+                    f"not made: {fault.target} was {latest.phase} at stage {latest.stage} "
+                    f"{applied.note}"
+                ).rstrip()
+                continue
+            entered = self._entered.setdefault(id(applied), now)
+            if now < entered + fault.into:
+                continue
+            if self._edit_route(applied):
+                self._edits.remove(applied)
+                applied.ended = applied.started
 
     def _edit_route(self, applied: Applied) -> bool:
         fault = applied.fault
-        candidates = self.in_flight()
-        if not candidates:
-            applied.note = "nothing in flight"
-            return False
-        name = candidates[min(len(candidates) - 1, int(fault.pick * len(candidates)))]
-        applied.target = name
+        name = applied.target = fault.target
         # the new version's revision, and no wait on an API server that does not answer
         get_version = ["-o", "jsonpath={.metadata.resourceVersion}", "--request-timeout=10s"]
         try:
@@ -198,7 +201,8 @@ class Injector:
             applied.note = f"kubectl failed: {str(error).strip()[-200:]}"
             return False
         applied.revision = int(out.strip())
-        applied.started, applied.note = time.time(), ""
+        stage = self.recorder.latest[name].stage
+        applied.started, applied.note = time.time(), f"at stage {stage}"
         self.harness_routes.add(applied.revision)
         return True
 

@@ -301,7 +301,8 @@ def recovery(kind: str, interval: float, timeout: float) -> float:
 
 def bound(e: Evidence, plan: RolloutPlan, created: float) -> float:
     """Its run without faults (plan.expected_seconds) plus READY_SLACK, plus, for
-    every fault that overlaps it, the fault's duration and recovery."""
+    every fault that overlaps it, the fault's duration and recovery. A route edit takes
+    no time (recovery 0): a pending one, waiting for its target's stage, adds nothing."""
     profile = e.plan.profile
     base = expected_seconds(plan, profile) + READY_SLACK
     total = base
@@ -311,7 +312,9 @@ def bound(e: Evidence, plan: RolloutPlan, created: float) -> float:
             - a.started
             + recovery(a.fault.kind, profile.interval, profile.timeout)
             for a in e.applied
-            if a.started < created + total and (a.ended or e.finished) > created
+            if a.fault.kind != "route-edit"
+            and a.started < created + total
+            and (a.ended or e.finished) > created
         )
         if base + extra == total:
             break
@@ -428,20 +431,28 @@ def deployments(e: Evidence) -> list[str]:
 # -- 6. route edits by someone else ------------------------------------------------
 
 
-def foreign_edits(e: Evidence) -> list[str]:
-    out = []
-    writes = list(operator_route_writes(e))
+def edits_in_flight(e: Evidence) -> list[Applied]:
+    """The route edits made while their rollout was in flight: made (a revision), and
+    stored before the rollout's first terminal status."""
     versions = e.by_rollout()
+    out = []
     for applied in e.applied:
         if applied.fault.kind != "route-edit" or applied.revision is None:
             continue
-        name = applied.target or ""
-        seen = versions.get(name, [])
+        seen = versions.get(applied.target or "", [])
         ended = next((v.revision for v in seen if v.phase in TERMINAL), None)
-        if ended is not None and ended < applied.revision:
-            continue  # it had ended: nothing drives that route any more
+        if ended is None or applied.revision < ended:
+            out.append(applied)
+    return out
+
+
+def foreign_edits(e: Evidence) -> list[str]:
+    out = []
+    writes = list(operator_route_writes(e))
+    for applied in edits_in_flight(e):
+        name = applied.target or ""
         restored = any(
-            r.name == name and who == "operator" and r.revision > applied.revision
+            r.name == name and who == "operator" and r.revision > (applied.revision or 0)
             for r, who in writes
         )
         if not restored:
@@ -450,16 +461,16 @@ def foreign_edits(e: Evidence) -> list[str]:
 
 
 def restore_seconds(e: Evidence) -> list[float]:
-    """For each foreign edit, seconds until the operator's next write of that route."""
+    """For each foreign edit on a rollout in flight, seconds until the operator's next
+    write of that route."""
     writes = list(operator_route_writes(e))
     out = []
-    for applied in e.applied:
-        if applied.fault.kind != "route-edit" or applied.revision is None:
-            continue
-        edit = next((r for r, _ in writes if r.revision == applied.revision), None)
+    for applied in edits_in_flight(e):
+        revision = applied.revision or 0
+        edit = next((r for r, _ in writes if r.revision == revision), None)
         after = [
             r for r, who in writes
-            if r.name == applied.target and who == "operator" and r.revision > applied.revision
+            if r.name == applied.target and who == "operator" and r.revision > revision
         ]  # fmt: skip
         if edit is not None and after:
             out.append(after[0].seen - edit.seen)

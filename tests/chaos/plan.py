@@ -122,7 +122,9 @@ class Fault:
     duration: float = 0.0  # down, stalled, resetting, slow; the operator's time down
     delay: float = 0.0  # proxy-latency: seconds added to each chunk, each way
     hard: bool = False  # apiserver/etcd: SIGKILL rather than SIGTERM
-    pick: float = 0.0  # route-edit: which in-flight rollout, as a fraction of them
+    target: str = ""  # route-edit: the rollout whose route is edited ...
+    stage: int = 0  # ... once it is in this stage (below 100%, before it goes bad) ...
+    into: float = 0.0  # ... for this many seconds
     how: str = ""  # route-edit: "flux-ssa" (Git's weights, forced) or "kubectl-patch"
     weight: int = 0  # route-edit by kubectl-patch: the candidate weight it sets
 
@@ -152,8 +154,10 @@ def make_plan(seed: int, n: int, profile: Profile) -> Plan:
     rollouts = _rollouts(rng, n, profile)
     horizon = _horizon(rollouts, profile)
     faults: list[Fault] = []
-    for kinds in LANES.values():
-        faults += _lane(rng, kinds, n, horizon, profile)
+    for lane, kinds in LANES.items():
+        if lane != "route":
+            faults += _lane(rng, kinds, n, horizon, profile)
+    faults += _route_edits(rng, rollouts, profile)
     return Plan(seed, profile, tuple(rollouts), tuple(sorted(faults, key=lambda f: f.at)))
 
 
@@ -217,6 +221,31 @@ def _lane(
     return out
 
 
+def _route_edits(rng: random.Random, rollouts: list[RolloutPlan], profile: Profile) -> list[Fault]:
+    """Route edits are timed by the rollouts, not the clock: each is made a few seconds
+    after its target enters a stage below 100% and before it goes bad, so it always
+    lands on a rollout in flight, whatever the faults did to the timeline. Distinct
+    targets, as far as there are enough."""
+    n = len(rollouts)
+    count = max(1, round(profile.faults_per_100["route-edit"] * n / 100))
+    eligible = [r for r in rollouts if (r.bad_stage or len(r.stages)) > 1]
+    targets = rng.sample(eligible, min(count, len(eligible)))
+    targets += [rng.choice(eligible) for _ in range(count - len(targets))]
+    hows = ["flux-ssa", "kubectl-patch"]  # both, whenever there are two edits or more
+    rng.shuffle(hows)
+    out = []
+    for i, target in enumerate(targets):
+        last = (target.bad_stage or len(target.stages)) - 1  # the last stage it may be edited in
+        stage = rng.randint(1, last)
+        into = round(rng.uniform(1.0, min(6.0, target.stages[stage - 1][1] / 2)), 1)
+        how = hows[i % 2]
+        out.append(
+            Fault(0.0, "route-edit", target=target.name, stage=stage, into=into, how=how,
+                  weight=rng.randrange(0, 101))
+        )  # fmt: skip
+    return out
+
+
 def _fault(rng: random.Random, kind: FaultKind, profile: Profile) -> Fault:
     def draw(span: Span) -> float:
         return round(rng.uniform(*span), 1)
@@ -233,5 +262,4 @@ def _fault(rng: random.Random, kind: FaultKind, profile: Profile) -> Fault:
         return Fault(0.0, kind, duration=draw(profile.operator_down))
     if kind in ("apiserver-restart", "etcd-restart"):
         return Fault(0.0, kind, hard=rng.random() < 0.5)
-    how = rng.choice(["flux-ssa", "kubectl-patch"])
-    return Fault(0.0, kind, pick=round(rng.random(), 3), how=how, weight=rng.randrange(0, 101))
+    raise ValueError(f"{kind}: not a timed fault")

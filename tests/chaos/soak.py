@@ -179,14 +179,26 @@ def _params(fault: Fault) -> str:
     )
 
 
+def _when(fault: Fault) -> str:
+    if fault.kind == "route-edit":
+        return f"{fault.target} stage {fault.stage} + {fault.into:g}s, {fault.how}"
+    return f"{fault.at:.1f}s"
+
+
 def report(evidence: Evidence, violations: list[str]) -> str:
     """The counts, and on failure the seed, the replay command and the whole schedule."""
     plan, t0 = evidence.plan, evidence.started
     kinds = Counter(r.kind for r in plan.rollouts)
     versions = evidence.by_rollout()
     finals = Counter(seen[-1].phase for seen in versions.values() if seen)
-    applied = Counter(a.fault.kind for a in evidence.applied)
-    skipped = Counter(f.kind for f in plan.faults) - applied
+    edits = [a for a in evidence.applied if a.fault.kind == "route-edit"]
+    made = [a for a in edits if a.revision is not None]
+    in_flight = invariants.edits_in_flight(evidence)
+    applied: Counter[str] = Counter(
+        a.fault.kind for a in evidence.applied if a.fault.kind != "route-edit"
+    )
+    applied.update(a.fault.kind for a in made)
+    skipped = Counter(f.kind for f in plan.faults if f.kind != "route-edit") - applied
     unreadable = invariants.unreadable_windows(evidence)
     restored = invariants.restore_seconds(evidence)
     took, share = [], []
@@ -203,12 +215,15 @@ def report(evidence: Evidence, violations: list[str]) -> str:
         f"  final phases: {dict(sorted(finals.items()))}",
         f"  faults applied: {dict(applied)}",
         f"  faults not reached (the rollouts had ended): {dict(skipped) or 'none'}",
+        f"  route edits: {sum(f.kind == 'route-edit' for f in plan.faults)} planned, "
+        f"{len(in_flight)} made on a rollout in flight, {len(made) - len(in_flight)} made "
+        f"after it ended, {len(edits) - len(made)} not made",
         f"  Prometheus unreadable: {len(unreadable)} windows, "
         f"{sum(b - a for a, b in unreadable):.0f}s in all",
         f"  weight moves: {len(invariants.moves(evidence))}; "
         f"rollbacks: {len(invariants.recorded_rollbacks(evidence))}; "
         f"operator runs: {len(evidence.runs)}",
-        f"  route edits undone by the operator: {len(restored)}"
+        f"  route edits in flight undone by the operator: {len(restored)} of {len(in_flight)}"
         + (
             f" ({statistics.median(restored):.1f}s median, {max(restored):.1f}s max)"
             if restored
@@ -225,7 +240,7 @@ def report(evidence: Evidence, violations: list[str]) -> str:
     lines += [f"    - {v}" for v in violations]
     lines.append("  the faults as applied (seconds after the start):")
     lines += [
-        f"    {a.fault.kind} (planned {a.fault.at:.1f}s): {a.started - t0:.1f}s.."
+        f"    {a.fault.kind} (planned {_when(a.fault)}): {a.started - t0:.1f}s.."
         f"{(a.ended or evidence.finished) - t0:.1f}s {a.target or ''} {a.note}".rstrip()
         for a in evidence.applied
     ]

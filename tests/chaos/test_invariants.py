@@ -190,3 +190,20 @@ def test_the_plan_is_a_function_of_its_seed() -> None:
     ci = make_plan(1414, 10, PROFILES["ci"])
     assert {f.kind for f in ci.faults} == set(get_args(FaultKind))
     assert all(8 <= f.duration <= 15 for f in ci.faults if f.kind == "prometheus-kill")
+
+
+def test_route_edits_are_timed_by_a_stage_in_flight() -> None:
+    """Each edit waits for its target's stage: below 100% and before it goes bad, for
+    less than half the stage, so it lands while the rollout runs."""
+    for seed, n, profile in ((7, 100, "soak"), (1414, 10, "ci"), (3, 10, "ci")):
+        plan = make_plan(seed, n, PROFILES[profile])
+        by_name = {r.name: r for r in plan.rollouts}
+        edits = [f for f in plan.faults if f.kind == "route-edit"]
+        assert len(edits) == round(PROFILES[profile].faults_per_100["route-edit"] * n / 100)
+        assert len({f.target for f in edits}) == len(edits)
+        assert {f.how for f in edits} == {"flux-ssa", "kubectl-patch"}
+        for f in edits:
+            target = by_name[f.target]
+            assert 1 <= f.stage < (target.bad_stage or len(target.stages))
+            assert target.stages[f.stage - 1][0] < 100
+            assert 1.0 <= f.into <= target.stages[f.stage - 1][1] / 2

@@ -36,5 +36,7 @@ def test_a_seeded_soak_under_every_fault_keeps_every_invariant(
     assert violations == [], text
     applied = {a.fault.kind for a in evidence.applied}
     assert applied == set(get_args(FaultKind)), f"faults never applied:\n{text}"
-    assert any(a.revision for a in evidence.applied if a.fault.kind == "route-edit"), text
+    edits = [a for a in evidence.applied if a.fault.kind == "route-edit"]
+    assert edits, text
+    assert edits == invariants.edits_in_flight(evidence), f"route edits not in flight:\n{text}"
     assert len(evidence.triggered) == sum(r.bad for r in plan.rollouts), text
