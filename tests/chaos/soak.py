@@ -137,12 +137,15 @@ class Soak:
             return
         if version.stage < plan.bad_stage or version.phase in TERMINAL:
             return
+        # Noted as it is sent: under load the exporter may apply it and answer too late,
+        # the rollout roll back, and the soak stop the exporter before a retry.
+        self.triggered[plan.name] = (version.stage, time.time())
         try:
             self.bed.models.configure(plan.name, GONE_BAD[plan.kind])
         except OSError as error:
-            self.problems.append(f"{plan.name}: could not make it bad: {error}")
-            return
-        self.triggered[plan.name] = (version.stage, time.time())
+            if plan.name in self.bed.models.running:  # not stopped: it never got there
+                del self.triggered[plan.name]
+                self.problems.append(f"{plan.name}: could not make it bad: {error}")
 
     def _settle(self, recorder: Recorder, injector: Injector) -> None:
         """Let scale-downs happen, then read the operator's gauges once they show
