@@ -10,6 +10,10 @@ PYTEST_FLAGS ?= -q
 # control plane: the tests mostly wait on the operator's ticks, so two halve the time
 # even on two cores. WORKERS=0 runs them in this process.
 WORKERS ?= 2
+# `make chaos`: rollouts, seed (empty: a new one, printed) and profile (soak, or ci as in `make test`)
+N ?= 100
+SEED ?=
+PROFILE ?= soak
 KUBECONFIG_FILE := .cache/kubeconfig
 # Each suite's kube-apiserver audit log and the RBAC it granted (tests/testbed/audit.py),
 # for `make rbac-audit`.
@@ -21,7 +25,7 @@ RUN_KUBECONFIG = $(or $(KUBECONFIG),$(wildcard $(KUBECONFIG_FILE)))
 .PHONY: help prereqs venv lint format typecheck unit integration e2e test generate \
         verify-generated lock lock-check rbac-audit binaries testbin helm helm-quiet \
         prometheus prometheus-quiet demo e2e-kind bench cluster-up cluster-down run clean \
-        peers bench-peers bench-scale bench-smoke
+        peers bench-peers bench-scale bench-smoke chaos chaos-ci
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -76,6 +80,12 @@ rbac-audit: venv helm-quiet ## the operator's requests in the last full integrat
 e2e-kind: venv ## the scenarios on a kind cluster with real pods (needs Docker and kind; not in CI)
 	@e2e/kind/run.sh
 
+chaos: venv testbin helm-quiet prometheus-quiet ## chaos soak: N rollouts (100) under a seeded fault schedule; SEED=.. N=.. PROFILE=.. replays a run
+	@PYTHONPATH=tests $(PY) -m chaos --n $(N) --profile $(PROFILE) $(if $(SEED),--seed $(SEED))
+
+chaos-ci: venv testbin helm-quiet prometheus-quiet ## the soak's own tests and its CI-sized run (10 rollouts, seed 1414)
+	$(PY) -m pytest $(PYTEST_FLAGS) tests/chaos
+
 bench: $(VENV)/.bench-installed ## speed and memory as ratios against floors and peers run side by side (BENCH_ROWS, BENCH_FEATURES)
 	@$(PY) hack/bench.py
 
@@ -83,7 +93,7 @@ $(VENV)/.bench-installed: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[dev,bench]'
 	touch $@
 
-test: lint typecheck verify-generated lock-check unit integration e2e bench-smoke ## everything CI runs
+test: lint typecheck verify-generated lock-check unit integration e2e bench-smoke chaos-ci ## everything CI runs
 	@$(MAKE) --no-print-directory rbac-audit
 
 binaries: testbin helm-quiet prometheus-quiet peers ## build (or reuse) every Go binary the tests use

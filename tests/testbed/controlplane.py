@@ -66,6 +66,7 @@ class ControlPlane:
         self.scheduler_port = 0
         self.node_names = [f"kwok-node-{i}" for i in range(nodes)]
         self.procs: list[procs.Proc] = []
+        self._commands: dict[str, tuple[list[Any], dict[str, str] | None]] = {}
 
     @property
     def server(self) -> str:
@@ -258,6 +259,7 @@ class ControlPlane:
     def _spawn(self, name: str, argv: list[Any], env: dict[str, str] | None = None) -> procs.Proc:
         proc = procs.spawn(name, argv, env=env, detached=self.detached, log_id=self.log_id)
         self.procs.append(proc)
+        self._commands[name] = (argv, env)
         return proc
 
     def _admin_user(self) -> dict[str, Any]:
@@ -279,6 +281,34 @@ class ControlPlane:
         self.procs.clear()
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+    # -- faults: a component restarted on its ports, with its data --------------------
+
+    def restart_etcd(self, *, kill: bool = False, wait: bool = True, timeout: float = 90.0) -> None:
+        """Stop etcd (SIGTERM, or SIGKILL with `kill`) and start it again on the same
+        ports and data directory; with `wait`, return once `etcd_healthy()`."""
+        self._restart("etcd", kill, self.etcd_healthy if wait else None, timeout)
+
+    def restart_apiserver(
+        self, *, kill: bool = False, wait: bool = True, timeout: float = 90.0
+    ) -> None:
+        """Stop kube-apiserver and start it again on the same port, against the same
+        etcd; with `wait`, return once `ready()`. Clients and controllers reconnect."""
+        self._restart("kube-apiserver", kill, self.ready if wait else None, timeout)
+
+    def etcd_healthy(self) -> bool:
+        return _http_ok(f"http://127.0.0.1:{self.etcd_port}/health")
+
+    def _restart(
+        self, name: str, kill: bool, ready: Callable[[], bool] | None, timeout: float
+    ) -> None:
+        index = next(i for i, p in enumerate(self.procs) if p.name == name)
+        (procs.kill if kill else procs.stop)(self.procs[index])
+        argv, env = self._commands[name]
+        proc = procs.spawn(name, argv, env=env, detached=self.detached, log_id=self.log_id)
+        self.procs[index] = proc
+        if ready is not None:
+            procs.wait_until(ready, timeout, f"{name} after a restart", proc)
 
     def __enter__(self) -> Self:
         return self.start()

@@ -55,6 +55,12 @@ class Prometheus:
 
     def start(self, timeout: float = 30.0) -> Self:
         """Start (or start again, same port and tsdb) and wait until ready."""
+        self.launch()
+        self.wait_ready(timeout)
+        return self
+
+    def launch(self) -> None:
+        """Start (or start again, same port and tsdb) without waiting: see `ready()`."""
         self.proc = procs.spawn(
             "prometheus",
             [
@@ -67,8 +73,6 @@ class Prometheus:
             ],
             cwd=self.workdir,
         )
-        self.wait_ready(timeout)
-        return self
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         procs.wait_until(self.ready, timeout, "prometheus /-/ready", self.proc)
