@@ -10,6 +10,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import kopf
@@ -178,12 +179,15 @@ def test_a_manual_stage_waits_for_promote(api: Api, operator: Operator) -> None:
 
 
 def test_pause_and_resume_hold_the_weight(api: Api, operator: Operator) -> None:
-    stages = [{"weight": 20, "duration": "2s"}, {"weight": 100, "duration": "2s"}]
+    # long enough for the pause to land within stage 1 on a loaded machine
+    stages = [{"weight": 20, "duration": "10s"}, {"weight": 100, "duration": "2s"}]
     read = setup(api, "gatewayAPI", {"stages": stages})
     api.wait_rollout("model", lambda o: stage(o) == 1, "stage 1", 60)
     api.patch_spec("model", {"paused": True})
-    api.wait_phase("model", "Paused")
-    time.sleep(4)
+    paused = api.wait_phase("model", "Paused")
+    began = datetime.fromisoformat(paused["status"]["stageStartedAt"].replace("Z", "+00:00"))
+    time.sleep(max(0.0, (began + timedelta(seconds=13) - datetime.now(UTC)).total_seconds()))
+    # held past the stage's 10 s
     assert (stage(api.rollout("model")), read()) == (1, (80, 20, False))
     api.patch_spec("model", {"paused": False})
     api.wait_phase("model", "Succeeded")
@@ -231,7 +235,8 @@ def test_killed_in_every_phase_it_writes_what_a_clean_run_writes(
 
 def test_killed_while_rolling_back_it_still_rolls_back(api: Api, operator: Operator) -> None:
     recorder = RouteRecorder(api, "httproute", "model", gateway_weights)
-    read = setup(api, "gatewayAPI", {"stages": KILL_STAGES})
+    stages = [{"weight": 10, "duration": "10m"}, {"weight": 100, "duration": "1s"}]
+    read = setup(api, "gatewayAPI", {"stages": stages})  # stage 1 lasts past the abort
     api.wait_rollout("model", lambda o: stage(o) == 1, "stage 1", 60)
     eventually(read, (90, 10, False))  # the status is written first, the route next
     operator.kill()

@@ -145,21 +145,32 @@ async def _record_last_deliveries(
     seen = health(adapters.notifier, namespace, name, spec, adapters.receivers)
     if list(seen) == list(decision.status.notifications):
         return
-    written = decision.status.model_copy(update={"notifications": list(seen)})
-    try:
-        stored = await write_status(
-            adapters.kube,
-            namespace,
-            name,
-            adapters.versions[uid],
-            decision.status.to_wire(),
-            written.to_wire(),
-        )
-    except Exception as error:  # the rollout moved on (or went): its next pass says it
-        adapters.versions.pop(uid, None)
-        logger.info("receivers' last deliveries not recorded: %s", error)
-        return
-    adapters.versions[uid] = str(stored["metadata"]["resourceVersion"])
+    before, after = (
+        decision.status.to_wire(),
+        decision.status.model_copy(update={"notifications": list(seen)}).to_wire(),
+    )
+    version = adapters.versions[uid]
+    for _ in range(3):
+        try:
+            stored = await write_status(adapters.kube, namespace, name, version, before, after)
+            adapters.versions[uid] = str(stored["metadata"]["resourceVersion"])
+            return
+        except Exception as error:
+            adapters.versions.pop(uid, None)
+            if not is_conflict(error):
+                logger.info("receivers' last deliveries not recorded: %s", error)
+                return
+        # kopf dropping its finalizer from an ended rollout bumps the version; only a
+        # status still as this pass wrote it may take the deliveries on top
+        try:
+            current = await _read_own(adapters, namespace, name, uid)
+        except Exception as error:
+            logger.info("receivers' last deliveries not recorded: %s", error)
+            return
+        if current is None or (current.get("status") or {}) != before:
+            logger.info("receivers' last deliveries not recorded: the rollout moved on")
+            return
+        version = str(current["metadata"]["resourceVersion"])
 
 
 def _problems(error: ValidationError) -> str:
