@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,7 @@ from testbed.peers import (
     start_argo_rollouts,
     start_flagger,
 )
+from testbed.serving import LoopbackServer
 
 THRESHOLD = 0.05
 BREACH_ERROR_RATE = 0.5
@@ -313,7 +314,7 @@ def argo_rollout(trial: Trial, revision: str) -> Obj:
     }
 
 
-class PromotionGate:
+class PromotionGate(LoopbackServer):
     """Flagger's confirm-promotion webhook: always "not yet" (HTTP 403)."""
 
     def __init__(self) -> None:
@@ -326,16 +327,7 @@ class PromotionGate:
             def log_message(self, *_: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
 
 
 # -- reading weights ------------------------------------------------------------------

@@ -49,7 +49,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,7 @@ from modelrollout.reference import Distribution, Reference, config_map
 from testbed import ControlPlane, Prometheus, procs
 from testbed.paths import ROOT
 from testbed.peers import FLAGGER, install_crds, start_flagger
+from testbed.serving import LoopbackServer
 
 NAMESPACES = 20
 INTERVAL = 10
@@ -305,7 +306,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
-class TickGate:
+class TickGate(LoopbackServer):
     """Flagger's confirm-promotion webhook: "not yet", and the time of each call."""
 
     def __init__(self) -> None:
@@ -324,16 +325,7 @@ class TickGate:
             def log_message(self, *_: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
 
 
 # -- the run --------------------------------------------------------------------------
