@@ -51,6 +51,7 @@ from bench.stack import (
     namespace,
     start_testbed,
 )
+from integration import objects
 from testbed import ControlPlane, Prometheus
 from testbed.peers import (
     ARGO_ROLLOUTS,
@@ -147,52 +148,16 @@ class Trial:
 
 
 def deployment(name: str, replicas: int = 1, **template_annotations: str) -> Obj:
-    labels = {"app": name}
-    template: Obj = {"labels": labels}
-    if template_annotations:
-        template["annotations"] = template_annotations
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "labels": labels},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": template,
-                "spec": {"containers": [{"name": "server", "image": "model-server:dev"}]},
-            },
-        },
-    }
+    return objects.deployment_of(name, {"app": name}, replicas, annotations=template_annotations)
 
 
 def service(name: str) -> Obj:
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": name},
-        "spec": {"selector": {"app": name}, "ports": [{"port": 80, "targetPort": 8080}]},
-    }
+    return objects.service(name, selector={"app": name})
 
 
 def mro_objects(trial: Trial, prometheus_url: str) -> list[Obj]:
     stable, candidate = f"{trial.name}-stable", trial.deployment
-    route = {
-        "apiVersion": "gateway.networking.k8s.io/v1",
-        "kind": "HTTPRoute",
-        "metadata": {"name": trial.name},
-        "spec": {
-            "parentRefs": [{"name": "gateway"}],
-            "rules": [
-                {
-                    "backendRefs": [
-                        {"name": stable, "port": 80, "weight": 100},
-                        {"name": candidate, "port": 80, "weight": 0},
-                    ]
-                }
-            ],
-        },
-    }
+    route = objects.http_route(trial.name, stable, candidate)
     rollout = {
         "apiVersion": "rollouts.mlops.io/v1alpha1",
         "kind": "ModelRollout",

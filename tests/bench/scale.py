@@ -57,6 +57,7 @@ import kubernetes
 import yaml
 
 from bench.stack import HTTPROUTES, ROLLOUTS, Obj, Operator, apply, namespace, start_testbed
+from integration import objects
 from modelrollout.reference import Distribution, Reference, config_map
 from testbed import ControlPlane, Prometheus, procs
 from testbed.paths import ROOT
@@ -98,49 +99,16 @@ def names(count: int) -> Iterator[tuple[str, str]]:
 
 
 def deployment(name: str, replicas: int = 1) -> Obj:
-    labels = {"app": name}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "labels": labels},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {"containers": [{"name": "server", "image": "model-server:dev"}]},
-            },
-        },
-    }
+    return objects.deployment_of(name, {"app": name}, replicas)
 
 
 def service(name: str) -> Obj:
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": name},
-        "spec": {"selector": {"app": name}, "ports": [{"port": 80, "targetPort": 8080}]},
-    }
+    return objects.service(name, selector={"app": name})
 
 
 def targets(name: str) -> list[Obj]:
     stable, candidate = f"{name}-stable", f"{name}-candidate"
-    route = {
-        "apiVersion": "gateway.networking.k8s.io/v1",
-        "kind": "HTTPRoute",
-        "metadata": {"name": name},
-        "spec": {
-            "parentRefs": [{"name": "gateway"}],
-            "rules": [
-                {
-                    "backendRefs": [
-                        {"name": stable, "port": 80, "weight": 100},
-                        {"name": candidate, "port": 80, "weight": 0},
-                    ]
-                }
-            ],
-        },
-    }
+    route = objects.http_route(name, stable, candidate)
     return [deployment(stable), deployment(candidate), service(stable), service(candidate), route]
 
 
