@@ -748,10 +748,7 @@ def _gateway_targets() -> list[Obj]:
     rollout["spec"]["stable"]["service"] = "model-v1"
     rollout["spec"]["candidate"]["service"] = "model-v2"
     return [
-        objects.deployment("model-v1"),
-        objects.deployment("model-v2", version="v2"),
-        objects.service("model-v1", "model-v1"),
-        objects.service("model-v2", "model-v2"),
+        *objects.targets(),
         objects.http_route("model", "model-v1", "model-v2"),
         rollout,
     ]
