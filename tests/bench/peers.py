@@ -158,30 +158,23 @@ def service(name: str) -> Obj:
 def mro_objects(trial: Trial, prometheus_url: str) -> list[Obj]:
     stable, candidate = f"{trial.name}-stable", trial.deployment
     route = objects.http_route(trial.name, stable, candidate)
-    rollout = {
-        "apiVersion": "rollouts.mlops.io/v1alpha1",
-        "kind": "ModelRollout",
-        "metadata": {"name": trial.name},
-        "spec": {
-            "stable": {"deployment": stable, "service": stable},
-            "candidate": {"deployment": candidate, "service": candidate},
-            "trafficRouting": {"gatewayAPI": {"httpRoute": trial.name}},
-            "strategy": {
-                "stages": [{"weight": 50, "duration": "24h"}, {"weight": 100, "duration": "1m"}]
-            },
-            "analysis": {
-                "interval": f"{trial.setting.mro_interval}s",
-                "prometheus": {"address": prometheus_url},
-                "metrics": [
-                    {
-                        "name": "error-rate",
-                        "query": error_rate(trial.namespace, candidate, trial.setting.window),
-                        "abort": {"max": THRESHOLD},
-                    }
-                ],
-            },
+    rollout = objects.gateway_rollout(
+        trial.name,
+        stable,
+        candidate,
+        strategy={"stages": [{"weight": 50, "duration": "24h"}, {"weight": 100, "duration": "1m"}]},
+        analysis={
+            "interval": f"{trial.setting.mro_interval}s",
+            "prometheus": {"address": prometheus_url},
+            "metrics": [
+                {
+                    "name": "error-rate",
+                    "query": error_rate(trial.namespace, candidate, trial.setting.window),
+                    "abort": {"max": THRESHOLD},
+                }
+            ],
         },
-    }
+    )
     return [
         deployment(stable),
         deployment(candidate),

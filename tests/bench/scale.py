@@ -113,38 +113,31 @@ def targets(name: str) -> list[Obj]:
 
 
 def rollout(name: str, prometheus_url: str) -> Obj:
-    return {
-        "apiVersion": "rollouts.mlops.io/v1alpha1",
-        "kind": "ModelRollout",
-        "metadata": {"name": name},
-        "spec": {
-            "stable": {"deployment": f"{name}-stable", "service": f"{name}-stable"},
-            "candidate": {"deployment": f"{name}-candidate", "service": f"{name}-candidate"},
-            "trafficRouting": {"gatewayAPI": {"httpRoute": name}},
-            "strategy": {
-                "stages": [{"weight": 10, "duration": "24h"}, {"weight": 100, "duration": "1m"}]
-            },
-            "analysis": {
-                "interval": f"{INTERVAL}s",
-                "prometheus": {"address": prometheus_url},
-                "metrics": [
-                    {
-                        "name": "error-rate",
-                        "query": ERROR_RATE,
-                        "slo": {"max": 0.02},
-                        "abort": {"max": 0.1},
-                    },
-                    {"name": "latency-p99", "query": LATENCY_P99, "slo": {"max": 0.5}},
-                ],
-            },
-            "driftGate": {
-                "histogram": "model_feature_value",
-                "features": sorted(FEATURES),
-                "reference": {"configMapRef": {"name": "training"}},
-                "minSamples": 100,
-            },
+    return objects.gateway_rollout(
+        name,
+        f"{name}-stable",
+        f"{name}-candidate",
+        strategy={"stages": [{"weight": 10, "duration": "24h"}, {"weight": 100, "duration": "1m"}]},
+        analysis={
+            "interval": f"{INTERVAL}s",
+            "prometheus": {"address": prometheus_url},
+            "metrics": [
+                {
+                    "name": "error-rate",
+                    "query": ERROR_RATE,
+                    "slo": {"max": 0.02},
+                    "abort": {"max": 0.1},
+                },
+                {"name": "latency-p99", "query": LATENCY_P99, "slo": {"max": 0.5}},
+            ],
         },
-    }
+        driftGate={
+            "histogram": "model_feature_value",
+            "features": sorted(FEATURES),
+            "reference": {"configMapRef": {"name": "training"}},
+            "minSamples": 100,
+        },
+    )
 
 
 # -- measuring ------------------------------------------------------------------------

@@ -136,3 +136,16 @@ def rollout(name: str, stable: str, candidate: str, routing: Manifest, **spec: A
             **spec,
         },
     }
+
+
+def gateway_rollout(
+    name: str, stable: str, candidate: str, route: str | None = None, **spec: Any
+) -> Manifest:
+    """`rollout` on the HTTPRoute `route` (by default `name`), each side's Service named
+    as its Deployment."""
+    manifest = rollout(
+        name, stable, candidate, {"gatewayAPI": {"httpRoute": route or name}}, **spec
+    )
+    manifest["spec"]["stable"]["service"] = stable
+    manifest["spec"]["candidate"]["service"] = candidate
+    return manifest

@@ -742,15 +742,10 @@ def test_namespaced_rbac_reaches_only_the_watched_namespace(
 
 
 def _gateway_targets() -> list[Obj]:
-    rollout = objects.rollout(
-        "model", "model-v1", "model-v2", {"gatewayAPI": {"httpRoute": "model"}}
-    )
-    rollout["spec"]["stable"]["service"] = "model-v1"
-    rollout["spec"]["candidate"]["service"] = "model-v2"
     return [
         *objects.targets(),
         objects.http_route("model", "model-v1", "model-v2"),
-        rollout,
+        objects.gateway_rollout("model", "model-v1", "model-v2"),
     ]
 
 
