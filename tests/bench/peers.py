@@ -48,6 +48,7 @@ from bench.stack import (
     Obj,
     Operator,
     apply,
+    held_rollout,
     namespace,
     start_testbed,
 )
@@ -158,23 +159,13 @@ def service(name: str) -> Obj:
 def mro_objects(trial: Trial, prometheus_url: str) -> list[Obj]:
     stable, candidate = f"{trial.name}-stable", trial.deployment
     route = objects.http_route(trial.name, stable, candidate)
-    rollout = objects.gateway_rollout(
-        trial.name,
-        stable,
-        candidate,
-        strategy={"stages": [{"weight": 50, "duration": "24h"}, {"weight": 100, "duration": "1m"}]},
-        analysis={
-            "interval": f"{trial.setting.mro_interval}s",
-            "prometheus": {"address": prometheus_url},
-            "metrics": [
-                {
-                    "name": "error-rate",
-                    "query": error_rate(trial.namespace, candidate, trial.setting.window),
-                    "abort": {"max": THRESHOLD},
-                }
-            ],
-        },
-    )
+    error_rate_abort = {
+        "name": "error-rate",
+        "query": error_rate(trial.namespace, candidate, trial.setting.window),
+        "abort": {"max": THRESHOLD},
+    }
+    analysis = {"interval": f"{trial.setting.mro_interval}s", "metrics": [error_rate_abort]}
+    rollout = held_rollout(trial.name, stable, candidate, 50, analysis, prometheus_url)
     return [
         deployment(stable),
         deployment(candidate),

@@ -56,7 +56,16 @@ from typing import Any
 import kubernetes
 import yaml
 
-from bench.stack import HTTPROUTES, ROLLOUTS, Obj, Operator, apply, namespace, start_testbed
+from bench.stack import (
+    HTTPROUTES,
+    ROLLOUTS,
+    Obj,
+    Operator,
+    apply,
+    held_rollout,
+    namespace,
+    start_testbed,
+)
 from integration import objects
 from modelrollout.reference import Distribution, Reference, config_map
 from testbed import ControlPlane, Prometheus, procs
@@ -113,14 +122,13 @@ def targets(name: str) -> list[Obj]:
 
 
 def rollout(name: str, prometheus_url: str) -> Obj:
-    return objects.gateway_rollout(
+    return held_rollout(
         name,
         f"{name}-stable",
         f"{name}-candidate",
-        strategy={"stages": [{"weight": 10, "duration": "24h"}, {"weight": 100, "duration": "1m"}]},
-        analysis={
+        10,
+        {
             "interval": f"{INTERVAL}s",
-            "prometheus": {"address": prometheus_url},
             "metrics": [
                 {
                     "name": "error-rate",
@@ -131,6 +139,7 @@ def rollout(name: str, prometheus_url: str) -> Obj:
                 {"name": "latency-p99", "query": LATENCY_P99, "slo": {"max": 0.5}},
             ],
         },
+        prometheus_url,
         driftGate={
             "histogram": "model_feature_value",
             "features": sorted(FEATURES),
