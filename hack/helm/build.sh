@@ -28,11 +28,10 @@ if [[ -n "${HELM_BIN:-}" ]]; then
   log "HELM_BIN=$HELM_BIN is not an executable; building instead"
 fi
 
-command -v go >/dev/null || { log "go not found on PATH (needed to build helm)"; exit 3; }
+require_go helm
 
-mod_version() { awk -v m="$1" '$1 == m { print $2; exit }' "$here/go.mod"; }
-helm_version="$(mod_version helm.sh/helm/v3)"
-client_go="$(mod_version k8s.io/client-go)"  # v0.34.2 -> Kubernetes 1.34
+helm_version="$(mod_version helm.sh/helm/v3 "$here/go.mod")"
+client_go="$(mod_version k8s.io/client-go "$here/go.mod")"  # v0.34.2 -> Kubernetes 1.34
 k8s_minor="${client_go#v0.}"; k8s_minor="${k8s_minor%%.*}"
 
 # As helm's own Makefile does: without these, `helm version` says "main" and
@@ -43,38 +42,11 @@ for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
 done
 build_flags=(-trimpath -ldflags "$ldflags")
 
-key="$(
-  {
-    cat "$here/go.mod" "$here/go.sum"
-    printf '%s\n' "${build_flags[@]}" "$package"
-    go version
-  } | sha256sum | cut -c1-16
-)"
+key="$(cache_key "$here" "${build_flags[@]}" "$package")"
 out="$root/.cache/helm/$key"
-
-if [[ -x "$out/helm" ]]; then
-  log "reusing $out/helm"
-  echo "$out/helm"
-  exit 0
-fi
-
-mkdir -p "$root/.cache/helm"
-tmp="$(mktemp -d "$out.tmp.XXXXXX")"
-trap 'rm -rf "$tmp"' EXIT
+cache_reuse helm "$out" "$out/helm" helm && exit 0
 
 log "building helm $helm_version (Kubernetes 1.$k8s_minor libraries) into $out (minutes on a cold Go cache)"
-start=$SECONDS
-# -mod=readonly: a build must never rewrite go.mod (that would change the key).
 # CGO_ENABLED=0: a static binary, as helm's releases are; no C toolchain needed.
-(
-  cd "$here"
-  export CGO_ENABLED=0 GOFLAGS="${GOFLAGS:-} -mod=readonly"
-  go_build helm "${build_flags[@]}" -o "$tmp/helm" -- "$package"
-)
-
-chmod 755 "$tmp"
-rm -rf "$out"
-mv "$tmp" "$out"
-trap - EXIT
-log "built in $((SECONDS - start))s"
+CGO_ENABLED=0 cache_build helm "$here" "$out" "${build_flags[@]}" -- "$package:helm"
 echo "$out/helm"

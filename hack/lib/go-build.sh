@@ -1,4 +1,5 @@
-# Sourced by hack/*/build.sh: `go build` with progress and an estimate of the time left.
+# Sourced by hack/*/build.sh: `go build` with progress and an estimate of the time left,
+# and (below) the cache those scripts build into.
 #
 #   go_build LABEL [go build flags...] -- PACKAGE...
 #
@@ -86,4 +87,83 @@ _go_build_report() {
   else
     printf '%s\n' "$text" >&2
   fi
+}
+
+# --- The cache each hack/*/build.sh builds into: .cache/<tool>/<key>/, where the key
+# hashes everything that changes the output, so a warm cache is reused in well under a
+# second and a version bump gets a fresh folder.
+
+# require_go WHAT: exits 3 (with a message naming WHAT) when go is not on PATH.
+require_go() {
+  command -v go >/dev/null || { printf 'go not found on PATH (needed to build %s)\n' "$1" >&2; exit 3; }
+}
+
+# mod_version MODULE GO_MOD: the version GO_MOD requires of MODULE.
+mod_version() { awk -v m="$1" '$1 == m { print $2; exit }' "$2"; }
+
+# cache_key MODULE_DIR [LINE...]: a 16-hex-digit key of MODULE_DIR's go.mod and go.sum,
+# the LINEs (the build flags and packages) and `go version`.
+cache_key() {
+  local dir="$1"
+  shift
+  {
+    cat "$dir/go.mod" "$dir/go.sum"
+    printf '%s\n' "$@"
+    go version
+  } | sha256sum | cut -c1-16
+}
+
+# has_all DIR NAME...: whether DIR holds every NAME as an executable.
+has_all() {
+  local dir="$1" n
+  shift
+  for n; do [[ -x "$dir/$n" ]] || return 1; done
+}
+
+# cache_reuse LABEL OUT PRINT NAME...: when OUT already holds every NAME, says so, prints
+# PRINT (what the script prints on its last line) and returns 0.
+cache_reuse() {
+  local label="$1" out="$2" print="$3"
+  shift 3
+  has_all "$out" "$@" || return 1
+  printf '[%s] reusing %s\n' "$label" "$print" >&2
+  echo "$print"
+}
+
+# cache_build LABEL MODULE_DIR OUT [go build flags...] -- IMPORT/PATH:NAME...
+#   builds the packages with go_build in MODULE_DIR into a temporary folder beside OUT,
+#   names each binary NAME, and only then moves the folder to OUT: an interrupted build
+#   leaves no OUT behind. The environment (e.g. CGO_ENABLED=0) goes through to go build.
+cache_build() {
+  local label="$1" module_dir="$2" out="$3"
+  shift 3
+  local flags=()
+  while (($#)) && [[ "$1" != "--" ]]; do
+    flags+=("$1")
+    shift
+  done
+  shift
+  local packages=("$@") start=$SECONDS tmp p path name base
+  mkdir -p "$(dirname "$out")"
+  tmp="$(mktemp -d "$out.tmp.XXXXXX")"
+  # shellcheck disable=SC2064  # the folder's name now: tmp is local
+  trap "rm -rf $(printf '%q' "$tmp")" EXIT
+  # -mod=readonly: a build must never rewrite go.mod (that would change the key).
+  (
+    cd "$module_dir"
+    export GOFLAGS="${GOFLAGS:-} -mod=readonly"
+    go_build "$label" "${flags[@]}" -o "$tmp/" -- "${packages[@]%%:*}"
+  )
+  # `go build -o dir/` names a binary after its import path's last element, skipping a
+  # major-version suffix (go.etcd.io/etcd/server/v3 -> server); rename to what we want.
+  for p in "${packages[@]}"; do
+    path="${p%%:*}" name="${p##*:}" base="${path##*/}"
+    [[ "$base" =~ ^v[0-9]+$ ]] && { base="${path%/*}"; base="${base##*/}"; }
+    [[ "$base" == "$name" ]] || mv "$tmp/$base" "$tmp/$name"
+  done
+  chmod 755 "$tmp"
+  rm -rf "$out"
+  mv "$tmp" "$out"
+  trap - EXIT
+  printf '[%s] built in %ds\n' "$label" "$((SECONDS - start))" >&2
 }

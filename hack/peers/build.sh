@@ -26,41 +26,15 @@ case "$peer" in
 esac
 module_dir="$here/$peer"
 
-command -v go >/dev/null || { log "go not found on PATH (needed to build $name)"; exit 3; }
+require_go "$name"
 
 build_flags=(-trimpath -ldflags "-s -w")
-key="$(
-  {
-    cat "$module_dir/go.mod" "$module_dir/go.sum"
-    printf '%s\n' "${build_flags[@]}" "$package"
-    go version
-  } | sha256sum | cut -c1-16
-)"
+
+key="$(cache_key "$module_dir" "${build_flags[@]}" "$package")"
 out="$root/.cache/peers/$key"
+cache_reuse peers "$out" "$out" "$name" && exit 0
 
-if [[ -x "$out/$name" ]]; then
-  log "reusing $out/$name"
-  echo "$out"
-  exit 0
-fi
-
-mkdir -p "$root/.cache/peers"
-tmp="$(mktemp -d "$out.tmp.XXXXXX")"
-trap 'rm -rf "$tmp"' EXIT
-
-version="$(awk -v m="${package%%/cmd/*}" '$1 == m { print $2; exit }' "$module_dir/go.mod")"
+version="$(mod_version "${package%%/cmd/*}" "$module_dir/go.mod")"
 log "building $name ($version) into $out (minutes on a cold Go cache)"
-start=$SECONDS
-# -mod=readonly: a build must never rewrite go.mod (that would change the key).
-(
-  cd "$module_dir"
-  export GOFLAGS="${GOFLAGS:-} -mod=readonly"
-  go_build "$peer" "${build_flags[@]}" -o "$tmp/$name" -- "$package"
-)
-
-chmod 755 "$tmp"
-rm -rf "$out"
-mv "$tmp" "$out"
-trap - EXIT
-log "built in $((SECONDS - start))s"
+cache_build "$peer" "$module_dir" "$out" "${build_flags[@]}" -- "$package:$name"
 echo "$out"

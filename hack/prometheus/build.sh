@@ -31,19 +31,13 @@ packages=(
 
 log() { printf '[prometheus] %s\n' "$*" >&2; }
 
-names=()
-for p in "${packages[@]}"; do names+=("${p##*:}"); done
-
-has_all() {
-  local dir="$1" n
-  for n in "${names[@]}"; do [[ -x "$dir/$n" ]] || return 1; done
-}
+names=("${packages[@]##*:}")
 
 if [[ -n "${PROMETHEUS_BIN:-}${PROMTOOL_BIN:-}" ]]; then
   prom="$(command -v "${PROMETHEUS_BIN:-}" 2>/dev/null || true)"
   tool="$(command -v "${PROMTOOL_BIN:-}" 2>/dev/null || true)"
   if [[ -n "$prom" && -n "$tool" && "$(dirname "$prom")" == "$(dirname "$tool")" ]] \
-    && has_all "$(dirname "$prom")"; then
+    && has_all "$(dirname "$prom")" "${names[@]}"; then
     log "using PROMETHEUS_BIN=$PROMETHEUS_BIN and PROMTOOL_BIN=$PROMTOOL_BIN"
     dirname "$prom"
     exit 0
@@ -51,50 +45,20 @@ if [[ -n "${PROMETHEUS_BIN:-}${PROMTOOL_BIN:-}" ]]; then
   log "PROMETHEUS_BIN/PROMTOOL_BIN do not name prometheus and promtool in one folder; building"
 fi
 
-command -v go >/dev/null || { log "go not found on PATH (needed to build ${names[*]})"; exit 3; }
+require_go "${names[*]}"
 
-version="$(awk '$1 == "github.com/prometheus/prometheus" { print $2; exit }' "$here/go.mod")"
+version="$(mod_version github.com/prometheus/prometheus "$here/go.mod")"
 minor="${version#v0.}"; minor="${minor%%.*}"          # v0.316.0 -> 316
 release="${minor:0:1}.$((10#${minor:1})).${version##*.}"  # -> 3.16.0
 ldflags="-s -w -X github.com/prometheus/common/version.Version=$release"
 ldflags+=" -X github.com/prometheus/common/version.Branch=$version"
 build_flags=(-trimpath -tags netgo,remove_all_sd -ldflags "$ldflags")
 
-key="$(
-  {
-    cat "$here/go.mod" "$here/go.sum"
-    printf '%s\n' "${build_flags[@]}" "${packages[@]}"
-    go version
-  } | sha256sum | cut -c1-16
-)"
+key="$(cache_key "$here" "${build_flags[@]}" "${packages[@]}")"
 out="$root/.cache/prometheus/$key"
-
-if has_all "$out"; then
-  log "reusing $out"
-  echo "$out"
-  exit 0
-fi
-
-mkdir -p "$root/.cache/prometheus"
-tmp="$(mktemp -d "$out.tmp.XXXXXX")"
-trap 'rm -rf "$tmp"' EXIT
-
-import_paths=()
-for p in "${packages[@]}"; do import_paths+=("${p%%:*}"); done
+cache_reuse prometheus "$out" "$out" "${names[@]}" && exit 0
 
 log "building ${names[*]} $release ($version) into $out (minutes on a cold Go cache)"
-start=$SECONDS
-# -mod=readonly: a build must never rewrite go.mod (that would change the key).
 # CGO_ENABLED=0: static binaries, as Prometheus' releases are; no C toolchain needed.
-(
-  cd "$here"
-  export CGO_ENABLED=0 GOFLAGS="${GOFLAGS:-} -mod=readonly"
-  go_build prometheus "${build_flags[@]}" -o "$tmp/" -- "${import_paths[@]}"
-)
-
-chmod 755 "$tmp"
-rm -rf "$out"
-mv "$tmp" "$out"
-trap - EXIT
-log "built in $((SECONDS - start))s"
+CGO_ENABLED=0 cache_build prometheus "$here" "$out" "${build_flags[@]}" -- "${packages[@]}"
 echo "$out"

@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +48,11 @@ from bench.stack import (
     Obj,
     Operator,
     apply,
+    held_rollout,
     namespace,
     start_testbed,
 )
+from integration import objects
 from testbed import ControlPlane, Prometheus
 from testbed.peers import (
     ARGO_ROLLOUTS,
@@ -61,6 +63,7 @@ from testbed.peers import (
     start_argo_rollouts,
     start_flagger,
 )
+from testbed.serving import LoopbackServer
 
 THRESHOLD = 0.05
 BREACH_ERROR_RATE = 0.5
@@ -146,76 +149,23 @@ class Trial:
 
 
 def deployment(name: str, replicas: int = 1, **template_annotations: str) -> Obj:
-    labels = {"app": name}
-    template: Obj = {"labels": labels}
-    if template_annotations:
-        template["annotations"] = template_annotations
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "labels": labels},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": template,
-                "spec": {"containers": [{"name": "server", "image": "model-server:dev"}]},
-            },
-        },
-    }
+    return objects.deployment_of(name, {"app": name}, replicas, annotations=template_annotations)
 
 
 def service(name: str) -> Obj:
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": name},
-        "spec": {"selector": {"app": name}, "ports": [{"port": 80, "targetPort": 8080}]},
-    }
+    return objects.service(name, selector={"app": name})
 
 
 def mro_objects(trial: Trial, prometheus_url: str) -> list[Obj]:
     stable, candidate = f"{trial.name}-stable", trial.deployment
-    route = {
-        "apiVersion": "gateway.networking.k8s.io/v1",
-        "kind": "HTTPRoute",
-        "metadata": {"name": trial.name},
-        "spec": {
-            "parentRefs": [{"name": "gateway"}],
-            "rules": [
-                {
-                    "backendRefs": [
-                        {"name": stable, "port": 80, "weight": 100},
-                        {"name": candidate, "port": 80, "weight": 0},
-                    ]
-                }
-            ],
-        },
+    route = objects.http_route(trial.name, stable, candidate)
+    error_rate_abort = {
+        "name": "error-rate",
+        "query": error_rate(trial.namespace, candidate, trial.setting.window),
+        "abort": {"max": THRESHOLD},
     }
-    rollout = {
-        "apiVersion": "rollouts.mlops.io/v1alpha1",
-        "kind": "ModelRollout",
-        "metadata": {"name": trial.name},
-        "spec": {
-            "stable": {"deployment": stable, "service": stable},
-            "candidate": {"deployment": candidate, "service": candidate},
-            "trafficRouting": {"gatewayAPI": {"httpRoute": trial.name}},
-            "strategy": {
-                "stages": [{"weight": 50, "duration": "24h"}, {"weight": 100, "duration": "1m"}]
-            },
-            "analysis": {
-                "interval": f"{trial.setting.mro_interval}s",
-                "prometheus": {"address": prometheus_url},
-                "metrics": [
-                    {
-                        "name": "error-rate",
-                        "query": error_rate(trial.namespace, candidate, trial.setting.window),
-                        "abort": {"max": THRESHOLD},
-                    }
-                ],
-            },
-        },
-    }
+    analysis = {"interval": f"{trial.setting.mro_interval}s", "metrics": [error_rate_abort]}
+    rollout = held_rollout(trial.name, stable, candidate, 50, analysis, prometheus_url)
     return [
         deployment(stable),
         deployment(candidate),
@@ -313,7 +263,7 @@ def argo_rollout(trial: Trial, revision: str) -> Obj:
     }
 
 
-class PromotionGate:
+class PromotionGate(LoopbackServer):
     """Flagger's confirm-promotion webhook: always "not yet" (HTTP 403)."""
 
     def __init__(self) -> None:
@@ -326,16 +276,7 @@ class PromotionGate:
             def log_message(self, *_: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
 
 
 # -- reading weights ------------------------------------------------------------------

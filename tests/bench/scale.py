@@ -49,18 +49,29 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import kubernetes
 import yaml
 
-from bench.stack import HTTPROUTES, ROLLOUTS, Obj, Operator, apply, namespace, start_testbed
+from bench.stack import (
+    HTTPROUTES,
+    ROLLOUTS,
+    Obj,
+    Operator,
+    apply,
+    held_rollout,
+    namespace,
+    start_testbed,
+)
+from integration import objects
 from modelrollout.reference import Distribution, Reference, config_map
 from testbed import ControlPlane, Prometheus, procs
 from testbed.paths import ROOT
 from testbed.peers import FLAGGER, install_crds, start_flagger
+from testbed.serving import LoopbackServer
 
 NAMESPACES = 20
 INTERVAL = 10
@@ -97,85 +108,45 @@ def names(count: int) -> Iterator[tuple[str, str]]:
 
 
 def deployment(name: str, replicas: int = 1) -> Obj:
-    labels = {"app": name}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "labels": labels},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {"containers": [{"name": "server", "image": "model-server:dev"}]},
-            },
-        },
-    }
+    return objects.deployment_of(name, {"app": name}, replicas)
 
 
 def service(name: str) -> Obj:
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": name},
-        "spec": {"selector": {"app": name}, "ports": [{"port": 80, "targetPort": 8080}]},
-    }
+    return objects.service(name, selector={"app": name})
 
 
 def targets(name: str) -> list[Obj]:
     stable, candidate = f"{name}-stable", f"{name}-candidate"
-    route = {
-        "apiVersion": "gateway.networking.k8s.io/v1",
-        "kind": "HTTPRoute",
-        "metadata": {"name": name},
-        "spec": {
-            "parentRefs": [{"name": "gateway"}],
-            "rules": [
-                {
-                    "backendRefs": [
-                        {"name": stable, "port": 80, "weight": 100},
-                        {"name": candidate, "port": 80, "weight": 0},
-                    ]
-                }
-            ],
-        },
-    }
+    route = objects.http_route(name, stable, candidate)
     return [deployment(stable), deployment(candidate), service(stable), service(candidate), route]
 
 
 def rollout(name: str, prometheus_url: str) -> Obj:
-    return {
-        "apiVersion": "rollouts.mlops.io/v1alpha1",
-        "kind": "ModelRollout",
-        "metadata": {"name": name},
-        "spec": {
-            "stable": {"deployment": f"{name}-stable", "service": f"{name}-stable"},
-            "candidate": {"deployment": f"{name}-candidate", "service": f"{name}-candidate"},
-            "trafficRouting": {"gatewayAPI": {"httpRoute": name}},
-            "strategy": {
-                "stages": [{"weight": 10, "duration": "24h"}, {"weight": 100, "duration": "1m"}]
-            },
-            "analysis": {
-                "interval": f"{INTERVAL}s",
-                "prometheus": {"address": prometheus_url},
-                "metrics": [
-                    {
-                        "name": "error-rate",
-                        "query": ERROR_RATE,
-                        "slo": {"max": 0.02},
-                        "abort": {"max": 0.1},
-                    },
-                    {"name": "latency-p99", "query": LATENCY_P99, "slo": {"max": 0.5}},
-                ],
-            },
-            "driftGate": {
-                "histogram": "model_feature_value",
-                "features": sorted(FEATURES),
-                "reference": {"configMapRef": {"name": "training"}},
-                "minSamples": 100,
-            },
+    return held_rollout(
+        name,
+        f"{name}-stable",
+        f"{name}-candidate",
+        10,
+        {
+            "interval": f"{INTERVAL}s",
+            "metrics": [
+                {
+                    "name": "error-rate",
+                    "query": ERROR_RATE,
+                    "slo": {"max": 0.02},
+                    "abort": {"max": 0.1},
+                },
+                {"name": "latency-p99", "query": LATENCY_P99, "slo": {"max": 0.5}},
+            ],
         },
-    }
+        prometheus_url,
+        driftGate={
+            "histogram": "model_feature_value",
+            "features": sorted(FEATURES),
+            "reference": {"configMapRef": {"name": "training"}},
+            "minSamples": 100,
+        },
+    )
 
 
 # -- measuring ------------------------------------------------------------------------
@@ -305,7 +276,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
-class TickGate:
+class TickGate(LoopbackServer):
     """Flagger's confirm-promotion webhook: "not yet", and the time of each call."""
 
     def __init__(self) -> None:
@@ -324,16 +295,7 @@ class TickGate:
             def log_message(self, *_: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
 
 
 # -- the run --------------------------------------------------------------------------

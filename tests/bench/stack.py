@@ -20,6 +20,7 @@ from typing import Any
 import kubernetes
 import yaml
 
+from integration import objects
 from testbed import ControlPlane, Prometheus, procs
 from testbed.helm import helm_binary, service_account_rbac
 from testbed.paths import ROOT
@@ -34,6 +35,24 @@ def apply(cp: ControlPlane, manifests: Iterable[Obj], *args: str) -> None:
     docs = [yaml.safe_dump(m) for m in manifests]
     if docs:
         cp.apply("\n---\n".join(docs) + "\n", *args)
+
+
+def held_rollout(
+    name: str,
+    stable: str,
+    candidate: str,
+    weight: int,
+    analysis: Obj,
+    prometheus_url: str,
+    **spec: Any,
+) -> Obj:
+    """Our rollout of `candidate` on the HTTPRoute `name`, its first stage holding
+    `weight` for 24h so that none finishes, `analysis` reading `prometheus_url`."""
+    stages = [{"weight": weight, "duration": "24h"}, {"weight": 100, "duration": "1m"}]
+    analysis = {**analysis, "prometheus": {"address": prometheus_url}}
+    return objects.gateway_rollout(
+        name, stable, candidate, strategy={"stages": stages}, analysis=analysis, **spec
+    )
 
 
 def namespace(cp: ControlPlane, name: str) -> None:

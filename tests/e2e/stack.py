@@ -88,12 +88,7 @@ def deployment(name: str, replicas: int = 4, **annotations: str) -> Obj:
 
 
 def service(name: str) -> Obj:
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": name},
-        "spec": {"selector": {"deployment": name}, "ports": [{"port": 80, "targetPort": 8080}]},
-    }
+    return objects.service(name, selector={"deployment": name})
 
 
 def shadow_deployment(replicas: int = SHADOW_REPLICAS) -> Obj:
@@ -119,31 +114,13 @@ def shadow_deployment(replicas: int = SHADOW_REPLICAS) -> Obj:
             {"name": "metrics", "containerPort": 8081},
         ],
     }
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": SHADOW, "labels": labels},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": labels},
-            "template": {"metadata": {"labels": labels}, "spec": {"containers": [container]}},
-        },
-    }
+    return objects.deployment_of(SHADOW, labels, replicas, containers=[container])
 
 
 def http_route(stable: str = STABLE) -> Obj:
     """The route the rollout moves weights on; `stable` is the stable's backend, the
     comparator's Service when it stands in front of the stable."""
-    refs = [
-        {"name": stable, "port": 80, "weight": 100},
-        {"name": CANDIDATE, "port": 80, "weight": 0},
-    ]
-    return {
-        "apiVersion": "gateway.networking.k8s.io/v1",
-        "kind": "HTTPRoute",
-        "metadata": {"name": ROUTE},
-        "spec": {"parentRefs": [{"name": "gateway"}], "rules": [{"backendRefs": refs}]},
-    }
+    return objects.http_route(ROUTE, stable, CANDIDATE)
 
 
 def shadow_stage(duration: str = "10s", min_samples: int = 300) -> Obj:

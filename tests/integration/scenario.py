@@ -76,10 +76,7 @@ def setup(
     if candidate_version is not None:
         rollout["spec"]["candidate"]["modelVersion"] = candidate_version
     api.apply(
-        objects.deployment("model-v1", replicas=2),
-        objects.deployment("model-v2", replicas=2, version="v2"),
-        objects.service("model-v1", "model-v1"),
-        objects.service("model-v2", "model-v2"),
+        *objects.targets(replicas=2),
         route,
         rollout,
     )

@@ -259,14 +259,23 @@ def test_a_result_that_is_not_one_finite_sample_holds(
     assert read() == (90, 10, False)
 
 
+def stalled_on(
+    api: Api, prometheus: Prometheus, metric: Obj
+) -> tuple[Obj, Callable[[], tuple[Any, ...]]]:
+    """A rollout analysed on `metric` alone, run until it Failed: its Stalled condition,
+    and the reader of its routing state."""
+    read = setup(api, "gatewayAPI", {"stages": STAGES}, analysis=analysis(prometheus, metric))
+    failed = api.wait_phase("model", "Failed", timeout=30)
+    stalled = condition(failed, "Stalled")
+    assert stalled is not None
+    return stalled, read
+
+
 def test_promql_prometheus_refuses_fails_before_any_traffic_moves(
     api: Api, operator: Operator, prometheus: Prometheus, models: Exporters
 ) -> None:
     broken = {"name": "broken", "query": "sum(rate(model_requests_total[5m]) by", "slo": {"max": 1}}
-    read = setup(api, "gatewayAPI", {"stages": STAGES}, analysis=analysis(prometheus, broken))
-    failed = api.wait_phase("model", "Failed", timeout=30)
-    stalled = condition(failed, "Stalled")
-    assert stalled is not None
+    stalled, read = stalled_on(api, prometheus, broken)
     assert stalled["reason"] == "InvalidQuery"
     assert "Prometheus refused the query of broken" in stalled["message"]
     assert "parse error" in stalled["message"]
@@ -279,10 +288,7 @@ def test_an_unknown_template_variable_fails_naming_it(
     api: Api, operator: Operator, prometheus: Prometheus, models: Exporters
 ) -> None:
     typo = {"name": "typo", "query": 'up{deployment="{{canidate.deployment}}"}', "slo": {"max": 1}}
-    read = setup(api, "gatewayAPI", {"stages": STAGES}, analysis=analysis(prometheus, typo))
-    failed = api.wait_phase("model", "Failed", timeout=30)
-    stalled = condition(failed, "Stalled")
-    assert stalled is not None
+    stalled, read = stalled_on(api, prometheus, typo)
     assert stalled["reason"] == "UnknownVariable"
     assert "canidate.deployment" in stalled["message"]
     assert read() == (100, 0, False)

@@ -752,18 +752,10 @@ def test_namespaced_rbac_reaches_only_the_watched_namespace(
 
 
 def _gateway_targets() -> list[Obj]:
-    rollout = objects.rollout(
-        "model", "model-v1", "model-v2", {"gatewayAPI": {"httpRoute": "model"}}
-    )
-    rollout["spec"]["stable"]["service"] = "model-v1"
-    rollout["spec"]["candidate"]["service"] = "model-v2"
     return [
-        objects.deployment("model-v1"),
-        objects.deployment("model-v2", version="v2"),
-        objects.service("model-v1", "model-v1"),
-        objects.service("model-v2", "model-v2"),
+        *objects.targets(),
         objects.http_route("model", "model-v1", "model-v2"),
-        rollout,
+        objects.gateway_rollout("model", "model-v1", "model-v2"),
     ]
 
 

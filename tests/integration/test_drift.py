@@ -134,13 +134,19 @@ def test_the_same_distribution_passes_every_stage_side_by_side(
     assert float(column["DRIFT"]) == pytest.approx(drift_of(done)["aggregate"])
 
 
-def test_a_one_sigma_shift_on_one_feature_rolls_back_naming_it(
-    api: Api, operator: Operator, prometheus: Prometheus, serve: Callable[..., Exporters]
-) -> None:
+def shift_the_candidate(api: Api, serve: Callable[..., Exporters]) -> None:
+    """Both models' exporters on the training reference (applied as its ConfigMap), the
+    candidate's `amount` one sigma up."""
     reference = normal_reference(*FEATURES)
     servers = serve(reference, "model-v1", "model-v2")
     servers.configure("model-v2", features={"amount": {"mean": 1.0}})
     api.apply(config_map("training", reference))
+
+
+def test_a_one_sigma_shift_on_one_feature_rolls_back_naming_it(
+    api: Api, operator: Operator, prometheus: Prometheus, serve: Callable[..., Exporters]
+) -> None:
+    shift_the_candidate(api, serve)
     read = setup(api, "gatewayAPI", {"stages": STAGES}, **drift_spec(prometheus, CONFIG_MAP))
     rolled_back = api.wait_phase("model", "RolledBack", timeout=60)
     assert read() == (100, 0, False)
@@ -164,10 +170,7 @@ def test_a_one_sigma_shift_on_one_feature_rolls_back_naming_it(
 def test_observe_only_warns_and_still_promotes(
     api: Api, operator: Operator, prometheus: Prometheus, serve: Callable[..., Exporters]
 ) -> None:
-    reference = normal_reference(*FEATURES)
-    servers = serve(reference, "model-v1", "model-v2")
-    servers.configure("model-v2", features={"amount": {"mean": 1.0}})
-    api.apply(config_map("training", reference))
+    shift_the_candidate(api, serve)
     spec = drift_spec(prometheus, CONFIG_MAP, enforce=False)
     setup(api, "gatewayAPI", {"stages": STAGES}, **spec)
     done = api.wait_phase("model", "Succeeded", "RolledBack", timeout=90)
@@ -295,10 +298,7 @@ def test_no_drift_at_a_one_percent_stage_never_rolls_back_across_20_seeds(
         rollout["spec"]["stable"]["service"] = stable
         rollout["spec"]["candidate"]["service"] = candidate
         api.apply(
-            objects.deployment(stable),
-            objects.deployment(candidate, version="v2"),
-            objects.service(stable, stable),
-            objects.service(candidate, candidate),
+            *objects.targets(stable, candidate),
             route,
             rollout,
         )

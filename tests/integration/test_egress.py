@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import http.server
 import json
-import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from modelrollout.egress import AddressPolicy
 from modelrollout.metrics.connections import Connections
 from modelrollout.metrics.prometheus import MAX_BODY_BYTES, REASON_CHARS
 from testbed import free_port
+from testbed.serving import LoopbackServer
 
 from .conftest import Api, OperatorFactory, condition, phase, story
 from .scenario import setup
@@ -61,16 +61,14 @@ class Listener:
                 listener.connections += 1
                 return super().get_request()
 
-        self.server = Server(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = LoopbackServer(Handler, self.port, Server)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()
 
 
 @pytest.fixture

@@ -297,11 +297,18 @@ def test_a_route_without_the_backends_fails_without_a_write(api: Api, operator: 
     assert api.get("httproute", "model")["metadata"]["resourceVersion"] == before
 
 
-def test_a_deleted_candidate_rolls_back(api: Api, operator: Operator) -> None:
+def delete_at_stage_one(api: Api, deployment: str) -> Callable[[], tuple[Any, ...]]:
+    """A rollout at 20% in stage 1 (of ten minutes) with `deployment` deleted under it;
+    returns the reader of its routing state."""
     stages = [{"weight": 20, "duration": "10m"}, {"weight": 100, "duration": "1s"}]
     read = setup(api, "gatewayAPI", {"stages": stages})
     api.wait_rollout("model", lambda o: stage(o) == 1, "stage 1", 60)
-    api.control_plane.kubectl("delete", "deployment", "model-v2", "-n", api.namespace)
+    api.control_plane.kubectl("delete", "deployment", deployment, "-n", api.namespace)
+    return read
+
+
+def test_a_deleted_candidate_rolls_back(api: Api, operator: Operator) -> None:
+    read = delete_at_stage_one(api, "model-v2")
     rolled_back = api.wait_phase("model", "RolledBack")
     assert [h["reason"] for h in rolled_back["status"]["history"]][-2:] == [
         "CandidateMissing",
@@ -311,10 +318,7 @@ def test_a_deleted_candidate_rolls_back(api: Api, operator: Operator) -> None:
 
 
 def test_a_deleted_stable_pauses_with_a_condition(api: Api, operator: Operator) -> None:
-    stages = [{"weight": 20, "duration": "10m"}, {"weight": 100, "duration": "1s"}]
-    read = setup(api, "gatewayAPI", {"stages": stages})
-    api.wait_rollout("model", lambda o: stage(o) == 1, "stage 1", 60)
-    api.control_plane.kubectl("delete", "deployment", "model-v1", "-n", api.namespace)
+    read = delete_at_stage_one(api, "model-v1")
     paused = api.wait_phase("model", "Paused")
     reconciling = condition(paused, "Reconciling")
     assert reconciling is not None

@@ -67,6 +67,11 @@ def confirmed(obj: Obj) -> bool:
     return bool((obj.get("status") or {}).get("weightConfirmed"))
 
 
+def wait_stage_one_confirmed(api: Api) -> None:
+    api.wait_rollout("model", lambda o: stage(o) == 1, "stage 1", 60)
+    api.wait_rollout("model", confirmed, "the weight confirmed", 60)
+
+
 def overridden(api: Api) -> list[Obj]:
     return [e for e in api.events("model") if e["reason"] == "WeightOverridden"]
 
@@ -83,13 +88,7 @@ def test_a_sync_of_the_route_is_reasserted_at_once(
     api: Api, operator: Operator, tool: str, router: str
 ) -> None:
     read = setup(api, router, {"stages": STAGES}, analysis=SLOW_TICKS)
-    api.wait_rollout("model", lambda o: stage(o) == 1, "stage 1", 60)
-    api.wait_rollout(
-        "model",
-        lambda o: (o.get("status") or {}).get("weightConfirmed"),
-        "the weight confirmed",
-        60,
-    )
+    wait_stage_one_confirmed(api)
     eventually(read, (80, 20, False))
     syncs = 3 if tool == "argocd" else 1  # self-heal syncs again each time it sees a diff
     for _ in range(syncs):
@@ -108,13 +107,7 @@ def test_a_sync_of_deployment_replicas_is_reasserted_at_the_next_tick(
     api: Api, operator: Operator
 ) -> None:
     read = setup(api, "replicas", {"stages": STAGES})
-    api.wait_rollout("model", lambda o: stage(o) == 1, "stage 1", 60)
-    api.wait_rollout(
-        "model",
-        lambda o: (o.get("status") or {}).get("weightConfirmed"),
-        "the weight confirmed",
-        60,
-    )
+    wait_stage_one_confirmed(api)
     eventually(read, (8, 2), timeout=30)
     sync(api, "flux", objects.deployment("model-v1", replicas=10))
     eventually(read, (8, 2), timeout=30)  # ticks are 10s apart without analysis
@@ -136,10 +129,7 @@ def test_an_operator_owned_route_is_created_and_walked_with_no_one_else_on_it(
     rollout["spec"]["stable"]["service"] = "model-v1"
     rollout["spec"]["candidate"]["service"] = "model-v2"
     api.apply(
-        objects.deployment("model-v1", replicas=2),
-        objects.deployment("model-v2", replicas=2, version="v2"),
-        objects.service("model-v1", "model-v1"),
-        objects.service("model-v2", "model-v2"),
+        *objects.targets(replicas=2),
         rollout,
     )  # no HTTPRoute: the operator makes it
     done = api.wait_phase("model", "Succeeded", "Failed", "RolledBack", timeout=60)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from testbed import procs
@@ -28,12 +29,15 @@ def events(listener: Listener) -> list[tuple[str, str]]:
     return out
 
 
-def start(
+@pytest.fixture
+def listeners(
     api: Api,
     operator_factory: OperatorFactory,
     receiver: Callable[..., Listener],
     tmp_path: Path,
 ) -> tuple[Listener, Listener]:
+    """The rollout's own receiver (its URL in a Secret) and the operator's (from
+    --receivers), with the operator started to tell both."""
     own, shared = receiver(), receiver()
     api.apply(
         {
@@ -56,12 +60,9 @@ RECEIVERS = [
 
 
 def test_a_full_rollout_is_told_once_each_in_order(
-    api: Api,
-    operator_factory: OperatorFactory,
-    receiver: Callable[..., Listener],
-    tmp_path: Path,
+    api: Api, listeners: tuple[Listener, Listener]
 ) -> None:
-    own, shared = start(api, operator_factory, receiver, tmp_path)
+    own, shared = listeners
     setup(api, "gatewayAPI", {"stages": STAGES}, notifications=RECEIVERS)
     done = api.wait_phase("model", "Succeeded", "RolledBack", "Failed", timeout=90)
     assert phase(done) == "Succeeded", story(done)
@@ -84,13 +85,8 @@ def test_a_full_rollout_is_told_once_each_in_order(
     )
 
 
-def test_a_rollback_is_told_with_its_cause(
-    api: Api,
-    operator_factory: OperatorFactory,
-    receiver: Callable[..., Listener],
-    tmp_path: Path,
-) -> None:
-    own, shared = start(api, operator_factory, receiver, tmp_path)
+def test_a_rollback_is_told_with_its_cause(api: Api, listeners: tuple[Listener, Listener]) -> None:
+    own, shared = listeners
     stages = [{"weight": 10, "duration": "2s"}, {"weight": 50, "duration": "10m"}]
     stages.append({"weight": 100, "duration": "1s"})
     setup(api, "gatewayAPI", {"stages": stages}, notifications=RECEIVERS)

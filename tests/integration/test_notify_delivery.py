@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 
 from prometheus_client import generate_latest
@@ -23,6 +23,7 @@ from modelrollout.notify import (
     Notification,
     Notifier,
     Receiver,
+    ReceiverHealth,
     promote_command,
 )
 from modelrollout.notify.formats import summary
@@ -83,6 +84,25 @@ async def until(check: Callable[[], bool], what: str, timeout: float = 60.0) -> 
         if loop.time() > deadline:
             raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+def send_all(
+    notifier: Notifier,
+    target: Receiver,
+    sent: Iterable[Notification],
+    done: Callable[[ReceiverHealth], bool],
+    what: str,
+) -> None:
+    """Send each of `sent` to `target` in one go, wait until `done` holds of the
+    target's health, then close the notifier."""
+
+    async def scenario() -> None:
+        for notification in sent:
+            notifier.send(target, notification)
+        await until(lambda: done(notifier.health(target)), what)
+        await notifier.close(deadline=10)
+
+    asyncio.run(scenario())
 
 
 def sample(metric: str, **labels: str) -> float | None:
@@ -156,13 +176,7 @@ def test_a_receiver_failing_the_first_three_with_503_gets_everything_once_in_ord
     waits = RecordedWaits()
     notifier = Notifier(LOOPBACK, FAST, sleep=waits)
 
-    async def scenario() -> None:
-        for notification in sent:
-            notifier.send(target, notification)
-        await until(lambda: notifier.health(target).delivered == 20, "20 deliveries")
-        await notifier.close(deadline=10)
-
-    asyncio.run(scenario())
+    send_all(notifier, target, sent, lambda h: h.delivered == 20, "20 deliveries")
     first = sent[0].id
     assert listener.answered() == [(first, 503)] * 3 + [(n.id, 200) for n in sent]
     # Three retries of the first, each wait drawn from a doubling range.
@@ -180,12 +194,7 @@ def test_retry_after_is_respected(receiver: Callable[..., Listener]) -> None:
     waits = RecordedWaits()
     notifier = Notifier(LOOPBACK, FAST, sleep=waits)
 
-    async def scenario() -> None:
-        notifier.send(target, next(transitions(1)))
-        await until(lambda: notifier.health(target).delivered == 1, "the delivery")
-        await notifier.close(deadline=10)
-
-    asyncio.run(scenario())
+    send_all(notifier, target, transitions(1), lambda h: h.delivered == 1, "the delivery")
     assert [status for _, status in listener.answered()] == [429, 200]
     assert waits.seconds == [1.0]  # the receiver's Retry-After, above the 0.05s backoff
 
@@ -196,13 +205,8 @@ def test_a_full_queue_drops_the_oldest(receiver: Callable[..., Listener]) -> Non
     notifier = Notifier(LOOPBACK, DeliveryPolicy(queue_limit=3))
     sent = list(transitions(6))
 
-    async def scenario() -> None:
-        for notification in sent:  # in one go: all queue before the worker first runs
-            notifier.send(target, notification)
-        await until(lambda: notifier.health(target).delivered == 3, "3 deliveries")
-        await notifier.close(deadline=10)
-
-    asyncio.run(scenario())
+    # in one go: all queue before the worker first runs
+    send_all(notifier, target, sent, lambda h: h.delivered == 3, "3 deliveries")
     assert listener.answered() == [(n.id, 200) for n in sent[3:]]
     health = notifier.health(target)
     assert (health.delivered, health.dropped) == (3, 3)
@@ -216,13 +220,7 @@ def test_a_dead_receiver_is_retried_with_backoff_then_counted_failed() -> None:
     waits = RecordedWaits()
     notifier = Notifier(LOOPBACK, policy, sleep=waits)
 
-    async def scenario() -> None:
-        for notification in transitions(3):
-            notifier.send(target, notification)
-        await until(lambda: notifier.health(target).failed == 3, "3 failures")
-        await notifier.close(deadline=10)
-
-    asyncio.run(scenario())
+    send_all(notifier, target, transitions(3), lambda h: h.failed == 3, "3 failures")
     # Per notification: 4 attempts, so 3 waits, doubling up to the cap.
     assert len(waits.seconds) == 9
     for i, wait in enumerate(waits.seconds):
@@ -307,12 +305,9 @@ def test_a_disallowed_receiver_is_never_connected_to(receiver: Callable[..., Lis
     # The same receiver, allowed: it records the connection and the request.
     allowed = Notifier(LOOPBACK, FAST)
 
-    async def control() -> None:
-        allowed.send(by_address, next(transitions(1)))
-        await until(lambda: allowed.health(by_address).delivered == 1, "the allowed delivery")
-        await allowed.close(deadline=10)
-
-    asyncio.run(control())
+    send_all(
+        allowed, by_address, transitions(1), lambda h: h.delivered == 1, "the allowed delivery"
+    )
     assert [e["kind"] for e in listener.entries()] == ["connection", "request"]
 
 
@@ -324,13 +319,7 @@ def test_other_4xx_is_failed_at_once_without_the_response_body(
     waits = RecordedWaits()
     notifier = Notifier(LOOPBACK, FAST, sleep=waits)
 
-    async def scenario() -> None:
-        for notification in transitions(3):
-            notifier.send(target, notification)
-        await until(lambda: notifier.health(target).failed == 3, "3 failures")
-        await notifier.close(deadline=10)
-
-    asyncio.run(scenario())
+    send_all(notifier, target, transitions(3), lambda h: h.failed == 3, "3 failures")
     assert len(listener.requests()) == 3  # once each
     assert waits.seconds == []
     error = notifier.health(target).last_error
@@ -345,13 +334,7 @@ def test_a_receiver_gets_only_the_events_it_asked_for(receiver: Callable[..., Li
     sent = list(transitions(7))  # one of each event
     notifier = Notifier(LOOPBACK, FAST)
 
-    async def scenario() -> None:
-        for notification in sent:
-            notifier.send(target, notification)
-        await until(lambda: notifier.health(target).delivered == 2, "2 deliveries")
-        await notifier.close(deadline=10)
-
-    asyncio.run(scenario())
+    send_all(notifier, target, sent, lambda h: h.delivered == 2, "2 deliveries")
     bodies = [json.loads(r["body"]) for r in listener.requests()]
     assert [b["event"] for b in bodies] == ["AwaitingApproval", "RolledBack"]
     assert bodies[0]["details"] == {"command": "kubectl modelrollout promote ranker -n ml"}

@@ -21,10 +21,7 @@ def _gateway_rollout(name: str = "model") -> dict[str, object]:
 
 def _targets() -> list[dict[str, object]]:
     return [
-        objects.deployment("model-v1"),
-        objects.deployment("model-v2", version="v2"),
-        objects.service("model-v1", "model-v1"),
-        objects.service("model-v2", "model-v2"),
+        *objects.targets(),
         objects.http_route("model", "model-v1", "model-v2"),
     ]
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 import ssl
-import time
 import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from testbed.serving import serve_until
 
 
 def handler(upstream: str, token: str, header: str, tenant: str) -> type[BaseHTTPRequestHandler]:
@@ -69,10 +70,7 @@ def main() -> None:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(args.cert, args.key)
     server.socket = context.wrap_socket(server.socket, server_side=True)
-    server.timeout = 1
-    deadline = time.monotonic() + args.lifetime
-    while time.monotonic() < deadline:
-        server.handle_request()
+    serve_until(server, args.lifetime)
 
 
 if __name__ == "__main__":

@@ -82,8 +82,8 @@ from typing import Any, Self
 import kubernetes
 
 from testbed import procs
-from testbed.kubeconfig import client_from_kubeconfig
-from testbed.paths import CACHE, ROOT
+from testbed.kubeconfig import add_kubeconfig_argument, client_from_kubeconfig
+from testbed.paths import ROOT
 
 SERVER = ROOT / "e2e" / "modelserver" / "server.py"
 VERSION_LABEL = "model.mlops.io/version"
@@ -627,12 +627,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--state-file", type=Path, help="JSON state for `testbed.traffic`")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between polls")
     parser.add_argument("--drain", type=float, default=1.0, help="seconds a gone pod serves on")
-    parser.add_argument(
-        "--kubeconfig",
-        type=Path,
-        default=Path(os.environ.get("KUBECONFIG") or CACHE / "kubeconfig"),
-        help="default: $KUBECONFIG, else .cache/kubeconfig (make cluster-up)",
-    )
+    add_kubeconfig_argument(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s backends: %(message)s")
     with client_from_kubeconfig(args.kubeconfig) as api:

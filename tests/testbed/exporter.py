@@ -40,6 +40,7 @@ from prometheus_client import (
 
 from modelrollout.reference import parse_reference
 from testbed.features import FeatureHistograms
+from testbed.serving import serve_until
 
 REGISTRY = CollectorRegistry()
 REQUESTS = Counter("model_requests", "Requests served", ["code"], registry=REGISTRY)
@@ -140,10 +141,7 @@ def main() -> None:
         target=simulate, args=(args.lifetime, random.Random(args.seed), args.seed), daemon=True
     ).start()
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
-    server.timeout = 1
-    deadline = time.monotonic() + args.lifetime
-    while time.monotonic() < deadline:
-        server.handle_request()
+    serve_until(server, args.lifetime)
 
 
 if __name__ == "__main__":

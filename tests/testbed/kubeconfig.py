@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import base64
 import os
 from pathlib import Path
@@ -9,6 +10,8 @@ from typing import Any
 
 import kubernetes
 import yaml
+
+from testbed.paths import CACHE
 
 
 def _b64(path: Path) -> str:
@@ -54,3 +57,13 @@ def client_from_kubeconfig(path: Path) -> kubernetes.client.ApiClient:
         config_file=str(path)
     )
     return client
+
+
+def add_kubeconfig_argument(parser: argparse.ArgumentParser) -> None:
+    """`--kubeconfig` for a helper process run against a cluster (as `args.kubeconfig`)."""
+    parser.add_argument(
+        "--kubeconfig",
+        type=Path,
+        default=Path(os.environ.get("KUBECONFIG") or CACHE / "kubeconfig"),
+        help="default: $KUBECONFIG, else .cache/kubeconfig (make cluster-up)",
+    )

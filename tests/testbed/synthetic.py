@@ -20,6 +20,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from testbed.serving import serve_until
+
 LATENCY_BUCKETS = ((0.05, 0.3), (0.1, 0.8), (0.2, 0.995), (0.5, 1.0), (1.0, 1.0))
 
 
@@ -98,10 +100,7 @@ def main() -> None:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
-    server.timeout = 1
-    deadline = time.monotonic() + args.lifetime
-    while time.monotonic() < deadline:
-        server.handle_request()
+    serve_until(server, args.lifetime)
 
 
 if __name__ == "__main__":

@@ -59,8 +59,7 @@ import kubernetes
 from kubernetes.client.exceptions import ApiException
 
 from testbed.backends import StateFile, list_json, modelserver
-from testbed.kubeconfig import client_from_kubeconfig
-from testbed.paths import CACHE
+from testbed.kubeconfig import add_kubeconfig_argument, client_from_kubeconfig
 
 GATEWAY = ("gateway.networking.k8s.io", "v1", "httproutes")
 ISTIO = ("networking.istio.io", "v1", "virtualservices")
@@ -462,12 +461,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=64, help="at least rps x latency")
     parser.add_argument("--stats-file", type=Path, help="JSON counts, rewritten every second")
     parser.add_argument("--duration", type=float, help="seconds to run (default: until killed)")
-    parser.add_argument(
-        "--kubeconfig",
-        type=Path,
-        default=Path(os.environ.get("KUBECONFIG") or CACHE / "kubeconfig"),
-        help="default: $KUBECONFIG, else .cache/kubeconfig (make cluster-up)",
-    )
+    add_kubeconfig_argument(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s traffic: %(message)s")
     kind = next(k for k in ("rollout", "httproute", "virtualservice", "service") if vars(args)[k])

@@ -93,6 +93,16 @@ def build(
     return parse_reference(text), printed
 
 
+def build_from_training(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, seed: int, *options: str
+) -> tuple[dict[str, Any], Reference]:
+    """The training data of `seed` (in train.csv) and the reference `build` makes of it."""
+    data = training(np.random.default_rng(seed))
+    csv = write_csv(tmp_path / "train.csv", data)
+    reference, _ = build(capsys, csv, tmp_path / "ref.yaml", *options)
+    return data, reference
+
+
 def psi_json(capsys: pytest.CaptureFixture[str], *args: str | Path) -> dict[str, Any]:
     code, out, err = run(capsys, "psi", "--json", *args)
     assert code == 0, err
@@ -116,14 +126,7 @@ def le_bins(values: np.ndarray, edges: Sequence[float]) -> np.ndarray:
 def test_build_puts_the_edges_at_the_deciles_with_a_tenth_of_the_rows_in_each_bin(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    data = training(np.random.default_rng(1))
-    reference, _ = build(
-        capsys,
-        write_csv(tmp_path / "train.csv", data),
-        tmp_path / "ref.yaml",
-        "--features",
-        "age,income",
-    )
+    data, reference = build_from_training(capsys, tmp_path, 1, "--features", "age,income")
     assert reference.samples == 1000
     assert [f.name for f in reference.features] == ["age", "income"]
     for feature in reference.features:
@@ -188,10 +191,8 @@ def test_build_counts_every_row_exactly_when_the_edges_come_from_a_sample(
 def test_categorical_features_get_their_categories_and_shares(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    data = training(np.random.default_rng(3))
-    csv = write_csv(tmp_path / "train.csv", data)
-    reference, _ = build(
-        capsys, csv, tmp_path / "ref.yaml", "--features", "age", "--categorical", "country"
+    data, reference = build_from_training(
+        capsys, tmp_path, 3, "--features", "age", "--categorical", "country"
     )
     country = reference.feature("country")
     assert country is not None
@@ -207,10 +208,8 @@ def test_categorical_features_get_their_categories_and_shares(
 def test_the_score_column_becomes_the_score_distribution(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    data = training(np.random.default_rng(4))
-    csv = write_csv(tmp_path / "train.csv", data)
-    reference, _ = build(
-        capsys, csv, tmp_path / "ref.yaml", "--features", "age", "--score", "score"
+    data, reference = build_from_training(
+        capsys, tmp_path, 4, "--features", "age", "--score", "score"
     )
     assert reference.score is not None
     assert reference.score.name == "score"

@@ -164,11 +164,17 @@ def test_abort_sets_weight_zero_in_the_same_tick_then_rolls_back() -> None:
     assert any(e.type == "Warning" and e.reason == "Aborted" for e in world.events)
 
 
-def test_retry_starts_again_from_stage_one() -> None:
+def rolled_back_from_stage_two() -> World:
+    """A gateway rollout aborted at stage 2, run until it is RolledBack."""
     world = World(gateway_spec())
     world.run_until(lambda w: w.status.stage == 2)
     world.action = "abort"
     world.run_until(phase_is("RolledBack"))
+    return world
+
+
+def test_retry_starts_again_from_stage_one() -> None:
+    world = rolled_back_from_stage_two()
     world.action = "retry"
     world.tick()
     assert world.status.stage == 1
@@ -178,10 +184,7 @@ def test_retry_starts_again_from_stage_one() -> None:
 
 
 def test_terminal_phases_stay_put_without_retry_or_spec_change() -> None:
-    world = World(gateway_spec())
-    world.run_until(lambda w: w.status.stage == 2)
-    world.action = "abort"
-    world.run_until(phase_is("RolledBack"))
+    world = rolled_back_from_stage_two()
     world.action = "promote"
     world.tick()
     assert world.status.phase == "RolledBack"

@@ -7,7 +7,11 @@ the start. Every other series explains the pairs that were not compared.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+M = TypeVar("M", Counter, Gauge, Histogram)
 
 RESULTS = ("match", "mismatch", "error")
 # Copies never sent to the candidate.
@@ -35,6 +39,10 @@ class ShadowMetrics:
             counter = Counter(name, doc, ["rollout", "reason"], registry=registry)
             return {reason: counter.labels(rollout, reason) for reason in reasons}
 
+        def of_rollout(kind: type[M], name: str, doc: str) -> M:
+            """One series of `kind`, this rollout's."""
+            return kind(name, doc, ["rollout"], registry=registry).labels(rollout)
+
         comparisons = Counter(
             "modelrollout_shadow_comparisons",
             "Shadowed requests by how the candidate's answer compared with the stable's",
@@ -42,12 +50,11 @@ class ShadowMetrics:
             registry=registry,
         )
         self.comparisons = {result: comparisons.labels(rollout, result) for result in RESULTS}
-        self.latency = Histogram(
+        self.latency = of_rollout(
+            Histogram,
             "modelrollout_shadow_candidate_latency_seconds",
             "Time to the candidate's whole answer (answered calls only; timeouts are errors)",
-            ["rollout"],
-            registry=registry,
-        ).labels(rollout)
+        )
         self.dropped = by_reason(
             "modelrollout_shadow_dropped", "Copies not sent to the candidate", DROP_REASONS
         )
@@ -61,24 +68,17 @@ class ShadowMetrics:
             "Candidate calls counted as result=error, by cause",
             CANDIDATE_ERRORS,
         )
-        self.requests = Counter(
+        self.requests = of_rollout(
+            Counter,
             "modelrollout_shadow_requests",
             "Requests answered through the comparator (shadowed or not)",
-            ["rollout"],
-            registry=registry,
-        ).labels(rollout)
-        self.in_flight = Gauge(
-            "modelrollout_shadow_in_flight",
-            "Shadow calls under way",
-            ["rollout"],
-            registry=registry,
-        ).labels(rollout)
-        self.share = Gauge(
-            "modelrollout_shadow_share",
-            "Fraction of requests copied to the candidate now",
-            ["rollout"],
-            registry=registry,
-        ).labels(rollout)
+        )
+        self.in_flight = of_rollout(
+            Gauge, "modelrollout_shadow_in_flight", "Shadow calls under way"
+        )
+        self.share = of_rollout(
+            Gauge, "modelrollout_shadow_share", "Fraction of requests copied to the candidate now"
+        )
         self.follow_errors = by_reason(
             "modelrollout_shadow_follow_errors",
             "Failed reads of the ModelRollout (--follow-rollout)",
