@@ -138,15 +138,22 @@ def test_a_post_promotion_failure_is_reported_or_rolls_back_as_asked() -> None:
     assert rolled.written_weights[-1] == 0
 
 
-def test_a_restart_clears_the_checks_of_the_last_run() -> None:
+def retried_after_a_failed_backtest(message: str, wait: timedelta = timedelta()) -> World:
+    """A preRollout backtest failed the rollout; `wait` later, the user retries."""
     world = World(spec_with(preRollout=[job("backtest")]))
     world.tick()
-    seen(world, "failed", message="nope")
+    seen(world, "failed", message=message)
     world.tick()
     assert world.status.phase == "Failed"
     world.checks = ()
+    world.now += wait
     world.action = "retry"
     world.tick()
+    return world
+
+
+def test_a_restart_clears_the_checks_of_the_last_run() -> None:
+    world = retried_after_a_failed_backtest("nope")
     assert [c.attempt for c in world.status.checks] == [1]
     assert world.status.checks[0].phase == "Running"
     assert not [
@@ -166,15 +173,9 @@ def test_job_names_are_stable_labels_per_attempt() -> None:
 
 def test_a_new_run_names_a_job_of_its_own() -> None:
     """Attempt 1 of a retried run must not find the finished Job of the last run."""
-    world = World(spec_with(preRollout=[job("backtest")]))
-    world.tick()
-    seen(world, "failed", message="Job failed: BackoffLimitExceeded")
-    world.tick()
-    assert world.status.phase == "Failed"
-    world.checks = ()
-    world.now += timedelta(seconds=30)
-    world.action = "retry"
-    world.tick()
+    world = retried_after_a_failed_backtest(
+        "Job failed: BackoffLimitExceeded", wait=timedelta(seconds=30)
+    )
     first, again = (r.run for r in starts(world))
     assert (first.attempt, again.attempt) == (1, 1)
     assert first.started_at != again.started_at
