@@ -122,6 +122,29 @@ def test_a_refused_request_is_reported_as_refused() -> None:
     assert not request.allowed
 
 
+def test_a_refusal_by_the_charts_resource_names_is_least_privilege_at_work() -> None:
+    """A test that asks for a Secret the chart does not name proves the restriction;
+    the same read answered (not refused) would mean the names are not enforced."""
+    refused = event("get", "", "secrets", namespace="ns", name="other")
+    refused["annotations"]["authorization.k8s.io/decision"] = "forbid"
+    verdict = compare({OPERATOR: grants(RBAC)}, parsed(*EVERY_GRANT_USED, refused))
+    assert verdict.ok
+    assert [(str(r), r.name) for r in verdict.withheld or {}] == [
+        ("get core/secrets in a namespace", "other")
+    ]
+
+
+def test_an_apply_that_creates_its_object_uses_create_too() -> None:
+    created = event("patch", "apps", "deployments", namespace="ns", name="a")
+    created["responseStatus"] = {"code": 201}
+    updated = event("patch", "apps", "deployments", namespace="ns", name="a")
+    updated["responseStatus"] = {"code": 200}
+    assert [r.verb for r in parsed(created)] == ["patch", "create"]
+    assert [r.verb for r in parsed(updated)] == ["patch"]
+    verdict = compare({OPERATOR: grants(RBAC)}, parsed(*EVERY_GRANT_USED, created))
+    assert [str(r) for r in verdict.ungranted] == ["create apps/deployments in a namespace"]
+
+
 def test_other_users_and_idle_installs_take_no_part() -> None:
     stranger = event("delete", "", "pods", namespace="ns", user="system:serviceaccount:x:y")
     # OTHER holds the same RBAC but never ran: its grants are not "unused".
