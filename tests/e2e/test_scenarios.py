@@ -227,6 +227,7 @@ def test_a_dry_run_judges_the_candidate_on_mirrored_traffic_and_serves_it_nothin
     counts = stack.driver.counts()
     assert counts.sent.get(CANDIDATE, 0) == 0  # no client ever got a candidate answer
     assert counts.mirrored.get(CANDIDATE, 0) > 0
+    recorder.wait_for((100, 0, False), timeout=30)  # the mirror stops after Succeeded
     recorder.stop()
     written = recorder.distinct()
     assert {(s, c) for s, c, _ in written} == {(100, 0)}

@@ -312,6 +312,18 @@ class RouteRecorder:
     def stop(self) -> None:
         self._stop.set()
 
+    def wait_for(self, expected: Any, timeout: float) -> None:
+        """Wait until the last version seen is `expected`: a write that follows the
+        status (the operator records its intent first, then acts) may land after a
+        test has seen the phase it waits for."""
+        deadline = time.monotonic() + timeout
+        while not (self.versions and self.versions[-1] == expected):
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{self.kind} {self.name}: {expected} never written; saw {self.distinct()}"
+                )
+            time.sleep(0.1)
+
     def distinct(self) -> list[Any]:
         """The versions seen, repeats folded; raises if the watch broke mid-test."""
         if self.error is not None:
@@ -341,6 +353,12 @@ def story(obj: Obj) -> str:
         lines.append(
             f"  {entry.get('time')} stage {entry.get('stage')} {entry.get('from')} -> "
             f"{entry.get('to')} {entry.get('reason')}: {entry.get('message')}"
+        )
+    drift = status.get("drift") or {}
+    for row in drift.get("features") or []:  # what a surprising drift verdict rested on
+        lines.append(
+            f"  drift {row.get('feature')}: psi {row.get('psi')} critical "
+            f"{row.get('criticalValue')} samples {row.get('candidateSamples')} {row.get('verdict')}"
         )
     return "\n".join(lines)
 

@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -173,18 +174,45 @@ def tail(path: Path, lines: int = 40) -> str:
     return "\n".join(data.decode(errors="replace").splitlines()[-lines:])
 
 
-_handed_out: set[int] = set()
+# Ports handed out on this machine, shared by every process of the test bed (pytest's
+# workers, the backend supervisor, the chaos bed): between a pick and the child's bind
+# the port is free, and two processes picking it in that gap would both publish it,
+# one of them scraping or routing to the other's server without an error anywhere.
+PORT_RESERVATIONS = Path(tempfile.gettempdir()) / f"testbed-ports-{os.getuid()}"
+# Long enough to cover a slow child's start and a scraper still holding the address
+# after its server left; a port still bound is never offered by the kernel anyway.
+PORT_RESERVATION_SECONDS = 600.0
 
 
 def free_port() -> int:
-    """A currently free loopback TCP port, never the same one twice in this process."""
+    """A currently free loopback TCP port that no process of the test bed on this
+    machine was handed in the last PORT_RESERVATION_SECONDS."""
+    PORT_RESERVATIONS.mkdir(parents=True, exist_ok=True)
     while True:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port: int = s.getsockname()[1]
-        if port not in _handed_out:
-            _handed_out.add(port)
+        if _reserve(PORT_RESERVATIONS / str(port)):
             return port
+
+
+def _reserve(path: Path) -> bool:
+    """Create `path` exclusively; an expired reservation is taken over by exactly one
+    claimant (the one whose rename of it succeeds)."""
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        return True
+    except FileExistsError:
+        pass
+    try:
+        if time.time() - path.stat().st_mtime < PORT_RESERVATION_SECONDS:
+            return False
+        expired = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
+        os.rename(path, expired)
+    except FileNotFoundError:  # another claimant took it over first
+        return False
+    expired.unlink(missing_ok=True)
+    return _reserve(path)
 
 
 def wait_until(

@@ -20,9 +20,11 @@ from modelrollout.core.drift import (
     combine,
     critical_value,
     from_cumulative,
+    g_statistic,
     judge,
     look_confidence,
     psi,
+    psi_critical_value,
 )
 from modelrollout.core.types import Judgement
 
@@ -186,8 +188,11 @@ def test_a_value_above_the_threshold_but_within_chance_is_not_drift() -> None:
     counts = [20.0] * 10
     counts[0], counts[1] = 33.0, 7.0
     value = psi(counts, [1] * 10)
-    critical = critical_value(200, 100_000, 10, look_confidence(0.99, 1))
+    current, reference = np.array(counts), np.full(10, 0.1)
+    confidence = look_confidence(0.99, 1)
+    critical = psi_critical_value(current, reference, 200, 100_000, confidence, value)
     assert 0.1 < value < critical
+    assert critical == pytest.approx(critical_value(200, 100_000, 10, confidence), rel=0.15)
     outcome = judge(gate, [_feature("a", counts)], NOW)
     assert outcome.status.verdict == "stable"
     assert outcome.status.critical_value == pytest.approx(critical)
@@ -249,10 +254,17 @@ def test_max_aggregation_uses_a_bonferroni_critical_value() -> None:
     outcome = judge(gate, [_feature("a", FLAT), _feature("b", SHIFTED)], NOW)
     assert outcome.status.aggregate == pytest.approx(psi(SHIFTED, [1] * 10))
     first_look = look_confidence(0.99, 1)
-    per_feature = critical_value(1_000, 100_000, 10, first_look)
-    corrected = critical_value(1_000, 100_000, 10, 1 - (1 - first_look) / 2)
-    assert outcome.status.features[1].critical_value == pytest.approx(per_feature)
-    assert outcome.status.critical_value == pytest.approx(corrected)
+    shifted, flat, reference = np.array(SHIFTED), np.array(FLAT), np.full(10, 0.1)
+
+    def critical(counts: np.ndarray, confidence: float) -> float:
+        value = psi(counts, reference)
+        return psi_critical_value(counts, reference, 1_000, 100_000, confidence, value)
+
+    corrected = 1 - (1 - first_look) / 2
+    assert outcome.status.features[1].critical_value == pytest.approx(critical(shifted, first_look))
+    assert outcome.status.critical_value == pytest.approx(
+        max(critical(flat, corrected), critical(shifted, corrected))
+    )
     assert outcome.status.verdict == "drift"
 
 
@@ -348,3 +360,50 @@ def test_feature_max_counts_only_beyond_the_features_corrected_critical_value() 
     assert 0.3 < value < critical_value(40, 100_000, 10, corrected)
     outcome = judge(gate, [_feature("a", thin), _feature("b", FLAT)], NOW)
     assert outcome.status.verdict != "drift"
+
+
+@pytest.mark.parametrize("n", [60, 80, 200])
+def test_small_samples_alarm_no_more_often_than_the_confidence_allows(n: int) -> None:
+    """No-drift decile samples at 1 - confidence = 1e-3. By the chi2 approximation
+    alone, an empty bin's floored term would alarm 20 times too often at n = 60 (the
+    e2e suite's minSamples); judged by the G test it stays near 1e-3."""
+    rng = np.random.default_rng(11)
+    reference, trials, confidence = np.full(10, 0.1), 20_000, 0.999
+    samples = rng.multinomial(n, reference, size=trials).astype(np.float64)
+    values = [psi(c, reference) for c in samples]
+    alarms = sum(
+        v > psi_critical_value(c, reference, n, math.inf, confidence, v)
+        for c, v in zip(samples, values, strict=True)
+    )
+    approximate = sum(v > critical_value(n, math.inf, 10, confidence) for v in values)
+    assert alarms / trials < 2e-3
+    if n == 60:
+        assert approximate / trials > 1e-2  # what the approximation alone would do
+
+
+def test_two_finite_samples_alarm_no_more_often_than_the_confidence_allows() -> None:
+    """A live stable reference of 1,000 against 60 candidate observations."""
+    rng = np.random.default_rng(12)
+    truth, trials = np.full(10, 0.1), 20_000
+    candidates = rng.multinomial(60, truth, size=trials).astype(np.float64)
+    stables = rng.multinomial(1_000, truth, size=trials).astype(np.float64)
+    alarms = 0
+    for c, r in zip(candidates, stables, strict=True):
+        value = psi(c, r)
+        alarms += value > psi_critical_value(c, r, 60, 1_000, 0.999, value)
+    assert alarms / trials < 2e-3
+
+
+def test_the_g_statistic_at_its_edges() -> None:
+    flat = np.full(10, 0.1)
+    assert g_statistic(flat * 100, flat, 100, math.inf) == (pytest.approx(0.0), 9)
+    only = np.array([1.0, 0.0, 0.0])
+    assert g_statistic(only, only, 50, math.inf) == (0.0, 0)  # nothing to compare
+    assert g_statistic(np.array([1.0, 1.0]), np.array([1.0, 0.0]), 50, math.inf)[0] == math.inf
+    # a real shift of one decile's mass is significant, by far, at 1,000 observations
+    shifted = np.array(SHIFTED)
+    g, degrees = g_statistic(shifted, flat, 1_000, 100_000)
+    assert degrees == 9
+    assert g > 100
+    value = psi(shifted, flat)
+    assert psi_critical_value(shifted, flat, 1_000, 100_000, 0.99, value) < value

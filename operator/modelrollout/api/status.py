@@ -104,7 +104,9 @@ class FeatureDrift(StatusModel):
     feature: str = Field(description="Feature name, or the score histogram.")
     psi: float | None = Field(None, description="Population stability index.")
     critical_value: float | None = Field(
-        None, description="PSI a no-drift sample of this size exceeds with 1 - confidence."
+        None,
+        description="The PSI above which this gap is beyond chance at the check's confidence "
+        "(by the G test; about (1/n + 1/m) chi2 quantile with enough samples per bin).",
     )
     candidate_samples: float | None = Field(None, description="Candidate observations.")
     reference_samples: float | None = Field(None, description="Reference observations.")
