@@ -20,6 +20,7 @@ from modelrollout.kube.client import Kube
 from modelrollout.ports import MetricsSource
 from testbed import Prometheus, free_port, procs
 from testbed.prometheus import values
+from testbed.tcpproxy import TcpProxy
 
 from .conftest import Api, Obj, Operator, condition, phase, stage, story
 from .scenario import Exporters, eventually, setup
@@ -211,6 +212,35 @@ def test_prometheus_down_pauses_without_moving_then_resumes(
     again = condition(done, "AnalysisUnavailable")
     assert again is not None
     assert again["status"] == "False"
+
+
+def test_a_stage_begun_by_a_slow_pass_lasts_its_duration_at_its_weight(
+    api: Api, operator: Operator, prometheus: Prometheus, models: Exporters
+) -> None:
+    """Found by the chaos soak: the pass that began a stage dated it from its own start,
+    so when its queries waited on a slow Prometheus the stage was over soon after its
+    weight was written. The pass that starts stage 1 here waits about 8 s (4 s each
+    way through the proxy); the link is fast again once the weight is written."""
+    with TcpProxy(prometheus.port) as proxy:
+        proxy.set_mode("latency", delay=4.0)
+        spec = analysis(prometheus, error_rate())
+        spec["prometheus"] = {"address": proxy.url, "timeout": "30s"}
+        stages = [{"weight": 10, "duration": "6s"}, {"weight": 100, "duration": "2s"}]
+        read = setup(api, "gatewayAPI", {"stages": stages}, analysis=spec)
+        written: dict[int, float] = {}
+        deadline = time.monotonic() + 120
+        while 100 not in written and time.monotonic() < deadline:
+            weight = read()[1]
+            if weight not in written:
+                written[weight] = time.monotonic()
+                if weight == 10:
+                    proxy.set_mode("pass")
+            time.sleep(0.1)
+        done = api.wait_phase("model", "Succeeded", "RolledBack", "Failed", timeout=60)
+        assert phase(done) == "Succeeded", story(done)
+        assert {10, 100} <= set(written), written
+        # status timestamps have whole seconds, so a start may read up to 1 s early
+        assert written[100] - written[10] >= 6 - 1, story(done)
 
 
 def test_prometheus_down_with_rollback_policy_rolls_back_after_the_error_limit(

@@ -104,7 +104,10 @@ async def reconcile(
         decision = reject_spec(status, generation, _problems(error), now)
     else:
         observations = await _observe(adapters, rollout, spec, status, claims, generation, now)
-        decision = step(spec, status, observations, now)
+        # The decision is dated when the evidence is in, not when the pass began: a
+        # pass that waited on a slow Prometheus would otherwise start the next stage
+        # in the past, and that stage would be over soon after its weight was set.
+        decision = step(spec, status, observations, datetime.now(UTC))
     try:
         adapters.versions[uid] = await _persist(
             adapters, namespace, name, rollout, raw_status, decision
