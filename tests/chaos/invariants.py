@@ -12,10 +12,11 @@ operator's /metrics read before each kill and at the end.
    rollback on); stages go up one at a time; every route write of the operator gives
    the candidate at most the weight of the status stored before it, and the two
    weights sum to 100. No weight moved while Prometheus was unreadable: a move is
-   decided by a pass that starts at its history entry's time T and is stored at S (the
-   recorder's arrival time); it is a violation when [T, S] lies wholly inside one
-   unreadable window (Prometheus killed until ready again, the proxy stalling or
-   resetting), as no query of that pass could have been answered.
+   decided by a pass that read Prometheus at T (its metrics' checkedAt, whole seconds;
+   the history entry's time, when the decision is dated, if it read nothing) and is
+   stored at S (the recorder's arrival time); it is a violation when [T, S] lies wholly
+   inside one unreadable window (Prometheus killed until ready again, the proxy
+   stalling or resetting), as no query of that pass could have been answered.
 3. Every rollout ends (Succeeded, RolledBack or Failed) within `bound` of its creation.
 4. The operator's metrics agree: per rollout and reason, the rollbacks counted across
    the operator's runs equal the rollbacks recorded, less those a kill may have cut off
@@ -259,13 +260,14 @@ def unreadable_windows(e: Evidence) -> list[tuple[float, float]]:
 
 
 def moves(e: Evidence) -> list[tuple[RolloutVersion, float]]:
-    """Every stored change of a rollout's weight, with its pass' start time T."""
+    """Every stored change of a rollout's weight, with the time T its pass read."""
     out = []
     for seen in e.by_rollout().values():
         for before, v in itertools.pairwise(seen):
             if v.weight != before.weight:
-                began = epoch((v.last or {}).get("time"))
-                out.append((v, began if began is not None else v.seen))
+                decided = epoch((v.last or {}).get("time"))
+                began = min(t for t in (v.read_at, decided, v.seen) if t is not None)
+                out.append((v, began))
     return out
 
 

@@ -40,6 +40,7 @@ class RolloutVersion:
     weight: int
     last: dict[str, Any] | None  # the newest history entry
     stage_started: float | None
+    read_at: float | None = None  # when the analysis last read Prometheus (checkedAt)
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,10 @@ def rollout_version(write: Write) -> RolloutVersion | None:
         weight=int(status.get("weight") or 0),
         last=history[-1] if history else None,
         stage_started=epoch(status.get("stageStartedAt")),
+        read_at=max(
+            (t for m in status.get("analysis") or [] if (t := epoch(m.get("checkedAt")))),
+            default=None,
+        ),
     )
 
 

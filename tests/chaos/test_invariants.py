@@ -124,6 +124,18 @@ def test_a_move_whose_pass_began_before_the_outage_is_not() -> None:
     assert check(e) == []
 
 
+def test_a_move_is_timed_from_when_its_pass_read_prometheus() -> None:
+    """The decision is dated when the evidence is in (r001@32 at 125): a pass that read
+    before the window began did not move on a blind read; one that read inside did."""
+    for read_at, caught in ((123.0, False), (124.0, True)):
+        e = clean()
+        e.rollouts = [
+            dataclasses.replace(r, read_at=read_at) if r.revision == 32 else r for r in e.rollouts
+        ]
+        e.applied.append(Applied(Fault(20, "proxy-stall", duration=4), started=123.5, ended=127.0))
+        assert any("r001@32: weight moved to 50" in x for x in check(e)) is caught
+
+
 def test_a_rollout_past_its_bound_is_caught() -> None:
     e = clean()
     e.created["r001"] = 0.0  # ended 131s later; its bound is about 110s
