@@ -9,7 +9,7 @@ when the rollout is deleted.
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, get_args
@@ -67,6 +67,13 @@ TICK_LAG = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
     registry=REGISTRY,
 )
+KUBE_READS = Counter(
+    "modelrollout_kube_reads",
+    "Objects read from the API server by kind; objects the operator watches are read "
+    "only when the watch has reported a change, so at rest this stays flat",
+    ["kind"],
+    registry=REGISTRY,
+)
 RECONCILE_ERRORS = Counter(
     "modelrollout_reconcile_errors", "Reconcile passes that raised", registry=REGISTRY
 )
@@ -113,6 +120,9 @@ def serve(port: int) -> None:
         start_http_server(port, registry=REGISTRY)
 
 
+_drift_features: dict[tuple[str, str], set[str]] = {}  # the DRIFT_PSI series of each rollout
+
+
 def record_state(namespace: str, name: str, status: dict[str, Any]) -> None:
     """Gauges from the rollout's status as stored."""
     current = status.get("phase") or "Pending"
@@ -126,11 +136,14 @@ def record_state(namespace: str, name: str, status: dict[str, Any]) -> None:
     )
     ANALYSIS_UNAVAILABLE.labels(namespace, name).set(1 if blind else 0)
     features = (status.get("drift") or {}).get("features") or []
-    seen = {f.get("feature") for f in features if f.get("psi") is not None}
-    _remove(DRIFT_PSI, namespace, name, keep=seen)
-    for feature in features:
-        if feature.get("psi") is not None:
-            DRIFT_PSI.labels(namespace, name, feature["feature"]).set(feature["psi"])
+    psi = {str(f["feature"]): f["psi"] for f in features if f.get("psi") is not None}
+    # only this rollout's own features: a scan of every rollout's series here would
+    # cost O(rollouts) on each stored version, O(rollouts^2) a tick at scale
+    for gone in _drift_features.get((namespace, name), set()) - psi.keys():
+        DRIFT_PSI.remove(namespace, name, gone)
+    for feature, value in psi.items():
+        DRIFT_PSI.labels(namespace, name, feature).set(value)
+    _drift_features[(namespace, name)] = set(psi)
 
 
 def record_pass(
@@ -150,6 +163,7 @@ def forget(namespace: str, name: str) -> None:
     """A deleted rollout's series go with it."""
     for metric in (PHASE, STAGE, WEIGHT, ANALYSIS_UNAVAILABLE, DRIFT_PSI, CHECKS, ROLLBACKS):
         _remove(metric, namespace, name)
+    _drift_features.pop((namespace, name), None)
 
 
 def forget_states() -> None:
@@ -158,6 +172,7 @@ def forget_states() -> None:
     replica reports them; the counters stay, as they only ever count this replica."""
     for metric in (PHASE, STAGE, WEIGHT, ANALYSIS_UNAVAILABLE, DRIFT_PSI):
         metric.clear()
+    _drift_features.clear()
 
 
 @contextmanager
@@ -169,11 +184,9 @@ def timed(histogram: Histogram) -> Iterator[None]:
         histogram.observe(time.perf_counter() - started)
 
 
-def _remove(
-    metric: Gauge | Counter, namespace: str, name: str, keep: Collection[object] = ()
-) -> None:
+def _remove(metric: Gauge | Counter, namespace: str, name: str) -> None:
     for labels in list(_label_sets(metric)):
-        if labels[:2] == (namespace, name) and (len(labels) < 3 or labels[2] not in keep):
+        if labels[:2] == (namespace, name):
             metric.remove(*labels)
 
 

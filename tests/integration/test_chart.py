@@ -57,8 +57,9 @@ OPERATOR_RULES = [
     rule("rollouts.mlops.io", "modelrollouts", "get list watch patch"),
     rule("rollouts.mlops.io", "modelrollouts/status", "patch"),
     rule("", "events", "create"),
-    rule("apps", "deployments", "get patch"),
-    rule("", "services configmaps", "get"),
+    rule("apps", "deployments", "get list watch patch"),
+    rule("", "services", "get"),
+    rule("", "configmaps", "get list watch"),
     *(rule(k.group, k.plural, "get list watch create patch") for k in routing_kinds(created=True)),
     *(rule(k.group, k.plural, "get list watch patch") for k in routing_kinds(created=False)),
     rule("batch", "jobs", "get create patch delete"),
@@ -689,8 +690,11 @@ ALLOWED = [
     ("patch", "modelrollouts.rollouts.mlops.io/status"),
     ("create", "events"),
     ("patch", "deployments.apps"),
+    ("list", "deployments.apps"),  # watched: passes read them from memory
+    ("watch", "deployments.apps"),
     ("get", "services"),
     ("get", "configmaps"),
+    ("watch", "configmaps"),
     *(("patch", kind.resource) for kind in routing_kinds()),
     ("get", "jobs.batch"),
     ("create", "jobs.batch"),
@@ -704,10 +708,11 @@ DENIED = [
     ("delete", "modelrollouts.rollouts.mlops.io"),
     ("update", "modelrollouts.rollouts.mlops.io"),  # kopf and the operator only patch
     ("create", "deployments.apps"),
-    ("list", "deployments.apps"),  # read by name only
     ("delete", "deployments.apps"),
+    ("update", "deployments.apps"),  # replicas by server-side apply (patch) only
     ("patch", "services"),
-    ("list", "configmaps"),
+    ("list", "services"),  # read by name only
+    ("patch", "configmaps"),
     ("get", "pods"),
     ("delete", "pods"),
     ("list", "jobs.batch"),

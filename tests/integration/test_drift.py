@@ -4,6 +4,7 @@ emit per-feature histograms on a reference's edges, with the operator running.""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -383,3 +384,49 @@ def test_a_shift_against_the_stables_live_traffic_rolls_back_naming_it(
     assert by_name["amount"]["verdict"] == "drift"
     assert by_name["age"]["verdict"] in ("stable", "warn")
     assert by_name["amount"]["referenceSamples"] > 0  # the stable's own count in the window
+
+
+DEPLOYED = ("model-v1", "model-v2")
+
+
+def kube_reads(operator: Operator) -> dict[str, float]:
+    """The operator's `modelrollout_kube_reads_total` by kind."""
+    found = re.findall(r'^modelrollout_kube_reads_total\{kind="(\w+)"\} (\S+)$',
+                       operator.metrics(), re.MULTILINE)  # fmt: skip
+    return {kind: float(value) for kind, value in found}
+
+
+def test_passes_read_their_deployments_and_reference_from_the_watch_until_they_change(
+    api: Api, operator: Operator, prometheus: Prometheus, serve: Callable[..., Exporters]
+) -> None:
+    """At rest a pass reads nothing but Prometheus; a change to the reference by
+    someone else is read at the next pass all the same."""
+    serve(normal_reference(*FEATURES), "model-v1", "model-v2")
+    api.apply(config_map("training", normal_reference(*FEATURES)))
+    stages = [{"weight": 10, "duration": "10m"}, {"weight": 100, "duration": "1s"}]
+    read = setup(api, "gatewayAPI", {"stages": stages}, **drift_spec(prometheus, CONFIG_MAP))
+    judged = api.wait_rollout(
+        "model", lambda o: stage(o) == 1 and drift_of(o).get("checkedAt"), "a drift check", 60
+    )
+    versions = {d: api.get("deployment", d)["metadata"]["resourceVersion"] for d in DEPLOYED}
+    before, checks = kube_reads(operator), 0
+    last = drift_of(judged)["checkedAt"]
+    while checks < 3:  # three more passes, each with its analysis and drift gate
+        judged = api.wait_rollout(
+            "model", lambda o, seen=last: drift_of(o).get("checkedAt") != seen, "a check", 30
+        )
+        last, checks = drift_of(judged)["checkedAt"], checks + 1
+    after = kube_reads(operator)
+    # nothing changed them meanwhile (else one read each would be right)
+    assert versions == {
+        d: api.get("deployment", d)["metadata"]["resourceVersion"] for d in DEPLOYED
+    }
+    assert {k: after[k] - before.get(k, 0) for k in ("Deployment", "ConfigMap")} == {
+        "Deployment": 0,
+        "ConfigMap": 0,
+    }, story(judged)
+    assert (phase(judged), read()) == ("Progressing", (90, 10, False))
+    api.apply(config_map("training", normal_reference(*FEATURES, shift={"age": 0.5})))
+    failed = api.wait_phase("model", "Failed", timeout=30)
+    assert failed["status"]["history"][-1]["reason"] == "DriftBinsMismatch", story(failed)
+    assert kube_reads(operator)["ConfigMap"] > after["ConfigMap"]

@@ -43,6 +43,7 @@ EXPORTED = {
     "modelrollout_drift_psi": {"namespace", "name", "feature"},
     "modelrollout_reconcile_duration_seconds_bucket": {"le"},
     "modelrollout_reconcile_errors_total": set(),
+    "modelrollout_kube_reads_total": {"kind"},
     "modelrollout_prometheus_query_duration_seconds_bucket": {"le"},
     "modelrollout_prometheus_query_errors_total": {"kind"},
     "modelrollout_notifications_total": {"receiver", "result"},

@@ -298,3 +298,59 @@ def test_a_watched_object_is_read_from_the_watch_only_at_the_version_last_known(
     objects.seen(HTTPROUTE, objects.stored, deleted=True)
     run(objects.get(HTTPROUTE, "ns", "route"))
     assert objects.reads == 3
+
+
+def _counting_objects(version: str) -> Any:
+    from modelrollout.kube.objects import KubeObjects
+
+    class Counting(KubeObjects):
+        """Reads return `stored`; `during_read` runs while a read is in flight."""
+
+        def __init__(self) -> None:
+            super().__init__(kube=None)  # type: ignore[arg-type]
+            self.stored = http_route()
+            self.stored["metadata"] |= {
+                "namespace": "ns", "resourceVersion": version, "managedFields": [{"m": 1}],
+            }  # fmt: skip
+            self.reads = 0
+            self.during_read: Any = None
+
+        async def _read(self, kind: Any, namespace: str, name: str) -> Any:
+            self.reads += 1
+            answer = copy.deepcopy(self.stored)
+            if self.during_read is not None:
+                self.during_read()
+            return answer
+
+    return Counting()
+
+
+def test_an_object_first_seen_by_the_watch_is_kept_from_its_first_read() -> None:
+    """The watch lists every object before any pass reads it; without keeping the
+    read, an object that never changes again would be read on every pass."""
+    objects = _counting_objects("7")
+    assert HTTPROUTE is not None
+    objects.seen(HTTPROUTE, copy.deepcopy(objects.stored))  # listed before anyone asked
+    first = run(objects.get(HTTPROUTE, "ns", "route"))
+    for _ in range(3):
+        assert run(objects.get(HTTPROUTE, "ns", "route")) == {
+            **first,
+            "metadata": {k: v for k, v in first["metadata"].items() if k != "managedFields"},
+        }
+    assert objects.reads == 1
+
+
+def test_a_read_overtaken_by_a_watch_event_is_not_kept() -> None:
+    """The read may have been answered before the change the event reports: keeping
+    it would serve the older version until the object changed again."""
+    objects = _counting_objects("1")
+    assert HTTPROUTE is not None
+    objects.seen(HTTPROUTE, copy.deepcopy(objects.stored))
+    newer = copy.deepcopy(objects.stored)
+    newer["metadata"]["resourceVersion"] = "2"
+    objects.during_read = lambda: objects.seen(HTTPROUTE, newer)
+    assert run(objects.get(HTTPROUTE, "ns", "route"))["metadata"]["resourceVersion"] == "1"
+    objects.during_read, objects.stored = None, newer
+    assert run(objects.get(HTTPROUTE, "ns", "route"))["metadata"]["resourceVersion"] == "2"
+    assert run(objects.get(HTTPROUTE, "ns", "route"))["metadata"]["resourceVersion"] == "2"
+    assert objects.reads == 2

@@ -15,7 +15,7 @@ from typing import Any
 import kopf
 
 from modelrollout import telemetry
-from modelrollout.api.objects import ObjectKind, ObjectRef
+from modelrollout.api.objects import CONFIG_MAP, DEPLOYMENT, ObjectKind, ObjectRef
 from modelrollout.api.resource import ACTION_ANNOTATION, FINALIZER, GROUP, PLURAL, VERSION
 from modelrollout.controller.adapters import Adapters
 from modelrollout.controller.daemon import drive, forget_wake, wake_event
@@ -109,6 +109,18 @@ def _watch_routes(kind: ObjectKind) -> None:
 
 for _kind in routing_kinds():
     _watch_routes(_kind)
+
+
+def _watch_reads(kind: ObjectKind) -> None:
+    @kopf.on.event(kind.group, kind.version, kind.plural)
+    async def keep_for_reads(body: kopf.Body, memo: kopf.Memo, type: str, **_: Any) -> None:
+        """Every pass reads its Deployments and drift reference: from the watch, a pass
+        makes no API call for them while they are unchanged."""
+        memo.adapters.objects.seen(kind, dict(body), deleted=type == "DELETED")
+
+
+for _kind in (DEPLOYMENT, CONFIG_MAP):
+    _watch_reads(_kind)
 
 
 # The backoff lets a stopped daemon finish its pass (and, on deletion, give traffic

@@ -14,8 +14,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from scipy.stats import mannwhitneyu
-
 from modelrollout.api.spec import Compare
 
 CompareVerdict = Literal["pass", "fail", "inconclusive"]
@@ -43,6 +41,8 @@ def compare(candidate: Sequence[float], stable: Sequence[float], spec: Compare) 
             f"{len(cand)} candidate and {len(base)} stable points; "
             f"{spec.min_points} each needed to compare",
         )
+    from scipy.stats import mannwhitneyu  # ~45 MB: loaded only by rollouts that compare
+
     p_value = float(mannwhitneyu(cand, base, alternative="two-sided").pvalue)
     cand_mean, base_mean = sum(cand) / len(cand), sum(base) / len(base)
     effect = relative_effect(cand_mean, base_mean)

@@ -38,7 +38,7 @@ from datetime import datetime
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.stats import chi2
+from scipy.special import chdtri
 
 from modelrollout.api.spec import DriftGate
 from modelrollout.api.status import DriftStatus, DriftVerdict, FeatureDrift
@@ -132,7 +132,9 @@ def critical_value(n: float, m: float, bins: int, confidence: float) -> float:
 
 @functools.lru_cache(maxsize=4096)
 def _chi2_quantile(confidence: float, degrees: int) -> float:
-    return float(chi2.ppf(confidence, degrees))
+    # scipy.special, not scipy.stats: the same quantile for a third of the memory, which
+    # every operator replica would otherwise carry for one function
+    return float(chdtri(degrees, 1 - confidence))
 
 
 def g_statistic(current: Floats, reference: Floats, n: float, m: float) -> tuple[float, int]:
