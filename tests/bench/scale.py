@@ -186,6 +186,36 @@ def counters(text: str, name: str, keys: tuple[str, ...]) -> dict[tuple[str, ...
     return out
 
 
+def buckets(text: str, name: str) -> dict[float, float]:
+    """A Prometheus histogram's cumulative counts by upper bound (`le`)."""
+    found = counters(text, f"{name}_bucket", ("le",))
+    return {float(le): v for (le,), v in found.items()}
+
+
+def bucket_quantile(cumulative: dict[float, float], q: float) -> float | None:
+    """`q`'s quantile of a histogram's observations, interpolated in its bucket as
+    PromQL's histogram_quantile does; None when it is empty."""
+    bounds = sorted(cumulative)
+    total = cumulative[bounds[-1]] if bounds else 0.0
+    if total <= 0:
+        return None
+    rank, lower, below = q * total, 0.0, 0.0
+    for bound in bounds:
+        if cumulative[bound] >= rank:
+            if math.isinf(bound):
+                return lower  # beyond the last finite bound: that bound is all we know
+            share = (rank - below) / max(cumulative[bound] - below, 1e-12)
+            return lower + (bound - lower) * share
+        lower, below = bound, cumulative[bound]
+    return lower
+
+
+def within(cumulative: dict[float, float], bound: float) -> float | None:
+    """The share of observations at most `bound` (one of the histogram's bounds)."""
+    total = cumulative.get(math.inf, 0.0)
+    return cumulative.get(bound, 0.0) / total if total > 0 else None
+
+
 def delta(after: dict[Any, float], before: dict[Any, float]) -> dict[Any, float]:
     return {k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0) > 0}
 
@@ -319,7 +349,12 @@ class Result:
     baseline: dict[tuple[str, str], float] = field(default_factory=dict)
     queries_per_second: float = 0.0
     status_requests: float = 0.0
+    # the operator's own histograms over the window, cumulative counts by bound
+    tick_lag: dict[float, float] = field(default_factory=dict)
+    pass_seconds: dict[float, float] = field(default_factory=dict)
     stored_versions: int = 0
+    writes_answered: float = 0.0  # 2xx PATCH/PUT on ModelRollouts and their status
+    writes_stored: float = 0.0  # etcd updates of ModelRollouts
     timestamp_only: int = 0
     notes: list[str] = field(default_factory=list)
 
@@ -408,6 +443,21 @@ def _queries(prometheus: Prometheus) -> float:
     return found.get(("/api/v1/query",), 0.0)
 
 
+def _rollout_writes(cp: ControlPlane) -> tuple[float, float]:
+    """(successful PATCH/PUT requests on ModelRollouts and their status, the updates
+    kube-apiserver made in etcd for them): a write that changed nothing is answered
+    without an etcd update, so the difference counts them, whatever a watch missed."""
+    text = scrape(f"{cp.server}/metrics", cp._tls_context())
+    requests = counters(text, "apiserver_request_total", ("verb", "resource", "code"))
+    answered = sum(
+        v
+        for (verb, resource, code), v in requests.items()
+        if resource == "modelrollouts" and verb in ("PATCH", "PUT") and code.startswith("2")
+    )
+    updates = counters(text, "etcd_requests_total", ("operation", "resource"))
+    return answered, updates.get(("update", "modelrollouts"), 0.0)
+
+
 def _status_requests(requests: dict[tuple[str, str, str], float], plural: str) -> float:
     return sum(
         v
@@ -425,7 +475,13 @@ def _by_verb(requests: dict[tuple[str, str, str], float], seconds: float) -> dic
     return dict(out)
 
 
-def run_ours(count: int, window: float, log: Callable[[str], None], profile: Path | None) -> Result:
+def run_ours(
+    count: int,
+    window: float,
+    log: Callable[[str], None],
+    profile: Path | None,
+    operator_env: dict[str, str] | None = None,
+) -> Result:
     result = Result("ModelRollout", count, window)
     pods = count * 2
     with ExitStack() as stack:
@@ -458,7 +514,7 @@ def run_ours(count: int, window: float, log: Callable[[str], None], profile: Pat
         result.baseline = _by_verb(delta(_apiserver_requests(cp), before), baseline_window)
         watch = WriteWatch(api, *ROLLOUTS).start()
         stack.callback(watch.stop)
-        op = Operator(cp, spaces, workdir).start()
+        op = Operator(cp, spaces, workdir).start(env=operator_env)
         assert op.proc is not None
         stack.callback(op.proc.stop)
         started = time.monotonic()
@@ -471,7 +527,9 @@ def run_ours(count: int, window: float, log: Callable[[str], None], profile: Pat
             f"all {count} rollouts carry traffic "
             f"{result.armed_seconds:.0f}s after the operator started"
         )
-        result = _measure(result, cp, prometheus, op.proc.pid, watch, window, log, profile)
+        result = _measure(
+            result, cp, prometheus, op.proc.pid, watch, window, log, profile, op.metrics
+        )
         result.stored_versions = watch.versions
         result.timestamp_only = watch.timestamp_only
         result.lag = lags(watch.arrivals, INTERVAL)
@@ -490,8 +548,11 @@ def _measure(
     window: float,
     log: Callable[[str], None],
     profile: Path | None,
+    own_metrics: Callable[[], str] | None = None,
 ) -> Result:
     requests_before, queries_before = _apiserver_requests(cp), _queries(prometheus)
+    writes_before = _rollout_writes(cp)
+    own_before = own_metrics() if own_metrics else ""
     cpu_before, _, _ = proc_stats(pid)
     if watch is not None:
         watch.recording = True
@@ -505,6 +566,9 @@ def _measure(
         time.sleep(min(5.0, max(0.0, deadline - time.monotonic())))
     cpu_after, rss, peak = proc_stats(pid)
     requests = delta(_apiserver_requests(cp), requests_before)
+    writes_after = _rollout_writes(cp)
+    result.writes_answered = writes_after[0] - writes_before[0]
+    result.writes_stored = writes_after[1] - writes_before[1]
     if watch is not None:
         time.sleep(2)  # the watch events of writes counted above arrive
         watch.recording = False
@@ -513,6 +577,14 @@ def _measure(
     result.rss_mb, result.peak_rss_mb = max(rss, rss_max), peak
     result.requests = _by_verb(requests, window)
     result.status_requests = _status_requests(requests, "modelrollouts")
+    if own_metrics is not None:
+        own_after = own_metrics()
+        for name, into in (
+            ("modelrollout_tick_lag_seconds", result.tick_lag),
+            ("modelrollout_reconcile_duration_seconds", result.pass_seconds),
+        ):
+            before = buckets(own_before, name)
+            into.update({k: v - before.get(k, 0.0) for k, v in buckets(own_after, name).items()})
     if spy is not None:  # it has written the profile by the end of its duration
         try:
             spy.wait(timeout=120)
@@ -757,9 +829,31 @@ def report(results: list[Result]) -> str:
 
     row("window s", lambda r: f"{r.window:.0f}")
     row("ticks seen / due", lambda r: f"{len(r.lag)}/{r.ticks_expected}")
-    row("tick lag p50 s", lag(0.5))
-    row("tick lag p99 s", lag(0.99))
-    row("tick lag max s", lag(None))
+    row("write-to-write - interval p50 s", lag(0.5))
+    row("write-to-write - interval p99 s", lag(0.99))
+    row("write-to-write - interval max s", lag(None))
+
+    def histogram(
+        values: Callable[[Result], dict[float, float]], q: float
+    ) -> Callable[[Result], str]:
+        def cell(r: Result) -> str:
+            value = bucket_quantile(values(r), q)
+            return "-" if value is None else f"{value:.2f}"
+
+        return cell
+
+    row(
+        "passes started (operator)",
+        lambda r: f"{r.tick_lag.get(math.inf, 0):.0f}" if r.tick_lag else "-",
+    )
+    row("  started late p50 s", histogram(lambda r: r.tick_lag, 0.5))
+    row("  started late p99 s", histogram(lambda r: r.tick_lag, 0.99))
+    row(
+        "  started <= 1 s late",
+        lambda r: "-" if within(r.tick_lag, 1.0) is None else f"{within(r.tick_lag, 1.0):.1%}",
+    )
+    row("  pass took p50 s", histogram(lambda r: r.pass_seconds, 0.5))
+    row("  pass took p99 s", histogram(lambda r: r.pass_seconds, 0.99))
     row("RSS MB (peak)", lambda r: f"{r.rss_mb:.0f} ({r.peak_rss_mb:.0f})")
     row(
         "CPU s in window (cores)", lambda r: f"{r.cpu_seconds:.0f} ({r.cpu_seconds / r.window:.2f})"
@@ -768,9 +862,17 @@ def report(results: list[Result]) -> str:
     row("queries per rollout-tick", lambda r: f"{r.queries_per_second * INTERVAL / r.rollouts:.2f}")
     row("status writes/s", lambda r: f"{r.status_requests / r.window:.1f}")
     row(
-        "  changed nothing",
+        "  changed nothing (watch)",
         lambda r: (
             f"{max(0.0, r.status_requests - r.stored_versions):.0f}"
+            if r.label == "ModelRollout"
+            else "n/a"
+        ),
+    )
+    row(
+        "  changed nothing (etcd)",
+        lambda r: (
+            f"{r.writes_answered - r.writes_stored:.0f} of {r.writes_answered:.0f}"
             if r.label == "ModelRollout"
             else "n/a"
         ),
@@ -809,7 +911,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=float, default=600)
     parser.add_argument("--profile", type=Path, help="py-spy the operator into this folder")
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--operator-env", action="append", default=[], metavar="KEY=VALUE",
+        help="an environment variable for the operator, e.g. MALLOC_ARENA_MAX=2",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    operator_env = dict(item.split("=", 1) for item in args.operator_env)
     start = time.monotonic()
 
     def log(message: str) -> None:
@@ -819,7 +926,7 @@ def main(argv: list[str] | None = None) -> int:
     for count in (int(c) for c in args.rollouts.split(",") if c):
         folder = args.profile / str(count) if args.profile else None
         try:
-            results.append(run_ours(count, args.window, log, folder))
+            results.append(run_ours(count, args.window, log, folder, operator_env))
         except (TimeoutError, RuntimeError) as error:  # the next size may still tell
             log(f"{count} rollouts: {error}")
             results.append(Result("ModelRollout", count, args.window, notes=[str(error)]))

@@ -107,7 +107,7 @@ class Operator:
     metrics_port: int = field(default_factory=procs.free_port)
     proc: procs.Proc | None = None
 
-    def start(self, *args: str) -> Operator:
+    def start(self, *args: str, env: dict[str, str] | None = None) -> Operator:
         values = {"watchNamespaces": self.namespaces}
         manifests, _, account = service_account_rbac(helm_binary(), self.namespaces[0], values)
         self.cp.apply(manifests)
@@ -129,7 +129,11 @@ class Operator:
             "operator",
             [sys.executable, "-m", "modelrollout", "--log-format", "json",
              "--metrics-port", str(self.metrics_port), *watch, *args],
-            env={"KUBECONFIG": str(kubeconfig), "MODELROLLOUT_ALLOWED_ADDRESSES": "127.0.0.0/8"},
+            env={
+                "KUBECONFIG": str(kubeconfig),
+                "MODELROLLOUT_ALLOWED_ADDRESSES": "127.0.0.0/8",
+                **(env or {}),
+            },
         )  # fmt: skip
         return self
 

@@ -54,3 +54,6 @@ def test_scale_smoke() -> None:
     assert result.rss_mb > 0
     assert result.queries_per_second > 0
     assert any(verb == "PATCH" for verb, _ in result.requests)
+    assert result.tick_lag.get(float("inf"), 0) > 0, "no pass in the operator's tick-lag histogram"
+    assert result.pass_seconds.get(float("inf"), 0) > 0
+    assert result.writes_answered > 0, "no status write counted by kube-apiserver"
