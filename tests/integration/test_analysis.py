@@ -4,6 +4,7 @@ with the operator running: thresholds, blindness, no data, comparison."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -408,7 +409,10 @@ def test_a_prometheus_behind_tls_a_token_and_a_tenant_header(
         "--upstream", prometheus.url, "--cert", str(pki.serving_cert),
         "--key", str(pki.serving_key), "--token", "s3cret", "--tenant", "team-a",
     ]  # fmt: skip
-    spawn("authproxy", argv, env={"PYTHONPATH": "tests"})
+    proxy = spawn("authproxy", argv, env={"PYTHONPATH": "tests"})
+    # A pass before the proxy listens is refused, which is blindness too, but not
+    # the 401 this test is about.
+    procs.wait_until(lambda: _accepts(port), 15, "the auth proxy to listen", proxy)
     api.apply(
         {
             "apiVersion": "v1",
@@ -511,3 +515,8 @@ def test_a_stage_short_of_samples_reports_count_rate_and_eta(
     assert seen["etaSeconds"] == pytest.approx(expected, rel=1e-9)
     assert (phase(held), stage(held)) == ("Progressing", 1)
     assert f"samples {seen['count']:g} of 1000000" in held["status"]["message"]
+
+
+def _accepts(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
