@@ -12,6 +12,7 @@ import kopf
 from modelrollout import egress, telemetry
 from modelrollout.controller.notifications import ENVIRONMENT as RECEIVERS_ENVIRONMENT
 from modelrollout.controller.notifications import operator_receivers
+from modelrollout.metrics.connections import SHARING_ENVIRONMENT
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -70,6 +71,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="the operator's own notification receivers, told of every rollout: a YAML "
         "list of {name, type, url, events}; default $" + RECEIVERS_ENVIRONMENT,
     )
+    parser.add_argument(
+        "--query-sharing",
+        choices=["on", "off"],
+        default=os.environ.get(SHARING_ENVIRONMENT, "on"),
+        help="ask Prometheus once for every rollout that shares a metric's template, "
+        "grouped by its per-rollout labels (off: once per rollout); default $"
+        f"{SHARING_ENVIRONMENT} or on",
+    )
     parser.add_argument("--log-format", choices=["plain", "full", "json"], default="json")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser.parse_args(argv)
@@ -90,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.receivers:
         os.environ[RECEIVERS_ENVIRONMENT] = args.receivers
+    os.environ[SHARING_ENVIRONMENT] = args.query_sharing
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat[args.log_format.upper()])
     import modelrollout.controller.handlers  # noqa: F401  (registers the handlers)
 

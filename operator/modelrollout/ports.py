@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -64,14 +65,26 @@ class TrafficRouter(Protocol):
         """Make `target` true, never dipping capacity: what grows is written first."""
 
 
+@dataclass(frozen=True)
+class Shared:
+    """A query in the form rollouts share (metrics/template.render_open): sentinels
+    where one rollout's label values differ from the next, and this rollout's values
+    for them. A source may answer many rollouts with one query from it."""
+
+    text: str
+    values: Mapping[str, str]
+
+
 class MetricsSource(Protocol):
     """One metrics backend with its credentials. No method raises for the backend's
     sake: a failure comes back as QueryFailed, a refused query as QueryRejected."""
 
-    async def instant(self, query: str) -> Reading:
-        """An instant query that must be one sample; anything else is NoData."""
+    async def instant(self, query: str, shared: Shared | None = None) -> Reading:
+        """An instant query that must be one sample; anything else is NoData.
+        `shared` is the same query as other rollouts ask it, for a source that
+        answers them together."""
 
-    async def vector(self, query: str) -> Series | Reading:
+    async def vector(self, query: str, shared: Shared | None = None) -> Series | Reading:
         """Every series of an instant vector with its value (histogram buckets)."""
 
     async def series(

@@ -83,6 +83,11 @@ QUERY = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
     registry=REGISTRY,
 )
+GROUPED_ANSWERS = Counter(
+    "modelrollout_prometheus_grouped_answers",
+    "Rollouts' queries answered by one query shared with other rollouts",
+    registry=REGISTRY,
+)
 QUERY_ERRORS = Counter(
     "modelrollout_prometheus_query_errors",
     "Queries that failed (unreachable, 5xx) or were refused (bad PromQL)",

@@ -15,7 +15,7 @@ from typing import Any
 
 from modelrollout.api.objects import ObjectKind
 from modelrollout.core.types import NoData, Reading, Series
-from modelrollout.ports import Manifest, MetricsSource, Objects
+from modelrollout.ports import Manifest, MetricsSource, Objects, Shared
 
 Key = tuple[str, str, str]  # kind, namespace, name
 
@@ -100,13 +100,13 @@ class InMemorySource:
         """Answers by the first key found in the query, else `default`."""
         return cls(lambda q: next((a for k, a in answers.items() if k in q), default))
 
-    async def instant(self, query: str) -> Reading:
+    async def instant(self, query: str, shared: Shared | None = None) -> Reading:
         self.asked.append(("instant", query))
         found = self.answer(query)
         assert not isinstance(found, list), f"a vector or points for an instant query: {query}"
         return found
 
-    async def vector(self, query: str) -> Series | Reading:
+    async def vector(self, query: str, shared: Shared | None = None) -> Series | Reading:
         self.asked.append(("vector", query))
         return self.answer(query)  # type: ignore[return-value]
 

@@ -46,6 +46,7 @@ EXPORTED = {
     "modelrollout_kube_reads_total": {"kind"},
     "modelrollout_prometheus_query_duration_seconds_bucket": {"le"},
     "modelrollout_prometheus_query_errors_total": {"kind"},
+    "modelrollout_prometheus_grouped_answers_total": set(),
     "modelrollout_notifications_total": {"receiver", "result"},
     "modelrollout_notification_queue_length": {"receiver"},
 }

@@ -35,10 +35,11 @@ class Adapters:
         policy: AddressPolicy,
         query_threads: int = QUERY_THREADS,
         receivers: list[Receiver] | None = None,
+        shared_queries: bool = True,
     ) -> Adapters:
         objects = KubeObjects(kube)
         pool = ThreadPoolExecutor(query_threads, thread_name_prefix="metrics")
-        connections = Connections(objects, pool, policy)
+        connections = Connections(objects, pool, policy, shared_queries)
         notifier = Notifier(policy)
         return cls(kube, objects, connections, ReferenceCache(objects), notifier, receivers or [])
 

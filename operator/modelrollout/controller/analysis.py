@@ -25,8 +25,8 @@ from modelrollout.core.slo import (
     preflight_judgement,
 )
 from modelrollout.core.types import Judgement, Reading
-from modelrollout.metrics.template import UnknownVariable, UnsafeTemplate, render
-from modelrollout.ports import MetricsSource
+from modelrollout.metrics.template import UnknownVariable, UnsafeTemplate, render, render_open
+from modelrollout.ports import MetricsSource, Shared
 from modelrollout.reference import ReferenceProblem
 
 
@@ -50,6 +50,18 @@ def queries(ctx: StageContext) -> dict[str, str]:
         rendered[MATCH_RATE] = f"{matched} / {every}"
         rendered[MATCH_COUNT] = every
     return rendered
+
+
+def shared(ctx: StageContext) -> dict[str, Shared]:
+    """The instant queries of `queries` in the form rollouts share, where they have
+    one (metrics/grouping.py decides whether it can be asked for many)."""
+    forms: dict[str, Shared] = {}
+    for metric in ctx.analysis.metrics:
+        if metric.slo or metric.abort:
+            forms[metric.name] = render_open(metric.query, ctx.for_side("candidate"))
+    if ctx.analysis.samples_query:
+        forms["samplesQuery"] = render_open(ctx.analysis.samples_query, ctx.variables)
+    return forms
 
 
 @dataclass(frozen=True)
@@ -96,7 +108,7 @@ async def observe(
 ) -> TickAnalysis:
     """One tick of analysis and drift for the stage in `ctx`; `previous`,
     `errors_before` and `previous_drift` are what the last tick left in status."""
-    asked = queries(ctx)
+    asked, forms = queries(ctx), shared(ctx)
     instant = {k: q for k, q in asked.items() if "@" not in k}
 
     async def gate() -> drift.DriftObservation | None:
@@ -105,7 +117,7 @@ async def observe(
         return await drift.observe(ctx, previous_drift, source, references)
 
     values, gated = await asyncio.gather(
-        asyncio.gather(*(source.instant(q) for q in instant.values())), gate()
+        asyncio.gather(*(source.instant(q, forms.get(k)) for k, q in instant.items())), gate()
     )
     readings: dict[str, Reading] = dict(zip(instant, values, strict=True))
     samples = readings.pop("samplesQuery", None)

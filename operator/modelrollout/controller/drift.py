@@ -25,8 +25,8 @@ from modelrollout.core.drift import (
 )
 from modelrollout.core.types import Judgement, Series
 from modelrollout.metrics import histograms
-from modelrollout.metrics.template import render
-from modelrollout.ports import MetricsSource
+from modelrollout.metrics.template import render, render_open
+from modelrollout.ports import MetricsSource, Shared
 from modelrollout.reference import Distribution, Reference, ReferenceProblem
 
 
@@ -42,22 +42,34 @@ def queries(ctx: StageContext) -> dict[str, dict[str, str]]:
     """The gate's queries for each side it reads; raises on a bad selector template."""
     gate = ctx.drift_gate
     assert gate is not None
-    window = ctx.variables["window"]
-    out: dict[str, dict[str, str]] = {}
+    return {
+        side: _side(gate, render(gate.selector, ctx.for_side(side)), ctx.variables["window"])
+        for side in sides(gate)
+    }
+
+
+def shared(ctx: StageContext) -> dict[str, dict[str, Shared]]:
+    """`queries` in the form rollouts share: the selector's values left open."""
+    gate = ctx.drift_gate
+    assert gate is not None
+    out: dict[str, dict[str, Shared]] = {}
     for side in sides(gate):
-        selector = render(gate.selector, ctx.for_side(side))
-        rendered = {
-            "features": histograms.feature_buckets_query(gate, selector, window),
-            "scrapes": histograms.scrapes_query(gate, selector, window),
-        }
-        if gate.score_histogram:
-            rendered["score"] = histograms.score_buckets_query(
-                gate.score_histogram, selector, window
-            )
-        if gate.categorical:
-            rendered["categories"] = histograms.categories_query(gate, selector, window)
-        out[side] = rendered
+        opened = render_open(gate.selector, ctx.for_side(side))
+        forms = _side(gate, opened.text, ctx.variables["window"])
+        out[side] = {what: Shared(text, opened.values) for what, text in forms.items()}
     return out
+
+
+def _side(gate: DriftGate, selector: str, window: str) -> dict[str, str]:
+    rendered = {
+        "features": histograms.feature_buckets_query(gate, selector, window),
+        "scrapes": histograms.scrapes_query(gate, selector, window),
+    }
+    if gate.score_histogram:
+        rendered["score"] = histograms.score_buckets_query(gate.score_histogram, selector, window)
+    if gate.categorical:
+        rendered["categories"] = histograms.categories_query(gate, selector, window)
+    return rendered
 
 
 async def observe(
@@ -76,8 +88,9 @@ async def observe(
         return DriftObservation(None, Judgement("pause", "ReferenceNotFound", str(error)))
     except ReferenceProblem as error:
         return DriftObservation(None, Judgement("invalid", "InvalidReference", str(error)))
+    forms = shared(ctx)
     flat = [(side, what, q) for side, qs in queries(ctx).items() for what, q in qs.items()]
-    answers = await asyncio.gather(*(source.vector(q) for _, _, q in flat))
+    answers = await asyncio.gather(*(source.vector(q, forms[side][what]) for side, what, q in flat))
     seen: dict[str, dict[str, Series]] = {side: {} for side in sides(gate)}
     for (side, what, _), answer in zip(flat, answers, strict=True):
         problem = query_problem(what, answer)

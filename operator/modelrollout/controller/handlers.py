@@ -26,6 +26,7 @@ from modelrollout.core.phases import needs_driving
 from modelrollout.core.targets import Claimant, claims_of, routing_kinds
 from modelrollout.egress import AddressPolicy
 from modelrollout.kube.client import Kube
+from modelrollout.metrics.connections import SHARING_ENVIRONMENT
 
 WATCH_SERVER_TIMEOUT_SECONDS = 300
 WATCH_CLIENT_TIMEOUT_SECONDS = 330  # longer than the server's, so a frozen watch is noticed
@@ -44,7 +45,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.posting.level = logging.INFO
     receivers = operator_receivers(os.environ.get(RECEIVERS_ENVIRONMENT))
     policy = AddressPolicy.from_environment()
-    memo.adapters = Adapters.for_kube(Kube.from_environment(), policy, receivers=receivers)
+    shared = os.environ.get(SHARING_ENVIRONMENT, "on") != "off"
+    memo.adapters = Adapters.for_kube(
+        Kube.from_environment(), policy, receivers=receivers, shared_queries=shared
+    )
     memo.driven = set()  # uids of rollouts whose daemon here runs or released them
     # kopf gives each object a shallow copy of this memo: containers made here are
     # shared by every handler, of every resource (a route's event wakes a rollout).

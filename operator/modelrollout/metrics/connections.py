@@ -26,9 +26,11 @@ from modelrollout.api.spec import PrometheusConnection, SecretKeyRef
 from modelrollout.core.types import QueryFailed, Reading, Series
 from modelrollout.egress import AddressNotAllowed, AddressPolicy
 from modelrollout.metrics.prometheus import PrometheusSource, reason
-from modelrollout.ports import MetricsSource, Objects
+from modelrollout.ports import MetricsSource, Objects, Shared
 
 CREDENTIAL_ADDRESSES = "rollouts.mlops.io/allowed-addresses"
+# on (default) or off: whether rollouts sharing a metric's template share its query.
+SHARING_ENVIRONMENT = "MODELROLLOUT_QUERY_SHARING"
 
 
 class SecretProblem(Exception):
@@ -36,8 +38,10 @@ class SecretProblem(Exception):
 
 
 class Connections:
-    def __init__(self, objects: Objects, pool: Executor, policy: AddressPolicy) -> None:
-        self.objects, self.pool, self.policy = objects, pool, policy
+    def __init__(
+        self, objects: Objects, pool: Executor, policy: AddressPolicy, shared: bool = True
+    ) -> None:
+        self.objects, self.pool, self.policy, self.shared = objects, pool, policy, shared
         self._sources: dict[tuple[Any, ...], tuple[tuple[Any, ...], MetricsSource]] = {}
         self._ca_dir = Path(tempfile.mkdtemp(prefix="modelrollout-ca-"))
 
@@ -114,6 +118,7 @@ class Connections:
             session=session,
             timeout_seconds=parse_duration(connection.timeout).total_seconds(),
             pool=self.pool,
+            shared=self.shared,
         )
         self._sources[key] = (settings, source)
         self._forget_ca_files()
@@ -142,10 +147,10 @@ class FailingSource:
     def __init__(self, message: str) -> None:
         self.message = message
 
-    async def instant(self, query: str) -> Reading:
+    async def instant(self, query: str, shared: Shared | None = None) -> Reading:
         return QueryFailed(self.message)
 
-    async def vector(self, query: str) -> Series | Reading:
+    async def vector(self, query: str, shared: Shared | None = None) -> Series | Reading:
         return QueryFailed(self.message)
 
     async def series(

@@ -25,6 +25,9 @@ import requests
 from modelrollout import telemetry
 from modelrollout.core.slo import classify
 from modelrollout.core.types import NoData, QueryFailed, QueryRejected, Reading, Series
+from modelrollout.metrics import grouping
+from modelrollout.metrics.batching import Batches
+from modelrollout.ports import Shared
 
 T = TypeVar("T")
 MAX_BODY_BYTES = 8 * 1024 * 1024
@@ -71,29 +74,58 @@ def _decode(response: requests.Response) -> Any:
 
 
 class PrometheusSource:
-    """One Prometheus endpoint; `session` carries its credentials and guard."""
+    """One Prometheus endpoint; `session` carries its credentials and guard. With
+    `shared`, a query that rollouts share is asked once for all who ask it at the
+    same time (metrics/batching.py)."""
 
     def __init__(
-        self, address: str, *, session: requests.Session, timeout_seconds: float, pool: Executor
+        self,
+        address: str,
+        *,
+        session: requests.Session,
+        timeout_seconds: float,
+        pool: Executor,
+        shared: bool = True,
     ) -> None:
         self._base = address.rstrip("/")
         self._session, self._timeout, self._pool = session, timeout_seconds, pool
+        self._batches = Batches(self._grouped) if shared else None
 
-    def _get(self, path: str, params: dict[str, str]) -> Any:
-        with self._session.get(
+    def _get(self, path: str, params: dict[str, str], form: bool) -> Any:
+        # A grouped query lists many rollouts' label values: a form keeps it out of URLs.
+        with self._session.request(
+            "POST" if form else "GET",
             self._base + path,
-            params=params,
+            params=None if form else params,
+            data=params if form else None,
             timeout=self._timeout,
             stream=True,
             allow_redirects=False,
         ) as response:
             return _decode(response)
 
-    async def _ask(self, path: str, params: dict[str, str]) -> Any:
+    async def _grouped(self, query: str) -> Any:
+        return await self._ask("/api/v1/query", {"query": query}, form=True)
+
+    async def _result(self, query: str, shared: Shared | None) -> Any:
+        """The query's `data.result`, from a query shared with other rollouts when
+        its template allows (metrics/grouping.py), else from its own."""
+        if shared is None or self._batches is None:
+            return await self._ask("/api/v1/query", {"query": query})
+        found = grouping.plan(shared.text, frozenset(shared.values))
+        if found is None:
+            return await self._ask("/api/v1/query", {"query": query})
+        group = tuple(shared.values[sentinel] for sentinel in found.labels.values())
+        result = await self._batches.ask(found, group)
+        if result == [] and found.fills:  # only its own query says what it fills in
+            return await self._ask("/api/v1/query", {"query": query})
+        return result
+
+    async def _ask(self, path: str, params: dict[str, str], form: bool = False) -> Any:
         """The decoded `data.result`, or the failure as a Reading."""
         result: Any
         loop = asyncio.get_running_loop()
-        call: Callable[[], Any] = functools.partial(self._get, path, params)
+        call: Callable[[], Any] = functools.partial(self._get, path, params, form)
         with telemetry.timed(telemetry.QUERY):
             try:
                 result = await loop.run_in_executor(self._pool, call)
@@ -106,8 +138,8 @@ class PrometheusSource:
             telemetry.QUERY_ERRORS.labels(kind).inc()
         return result
 
-    async def instant(self, query: str) -> Reading:
-        result = await self._ask("/api/v1/query", {"query": query})
+    async def instant(self, query: str, shared: Shared | None = None) -> Reading:
+        result = await self._result(query, shared)
         if isinstance(result, QueryFailed | QueryRejected):
             return result
         try:
@@ -117,10 +149,10 @@ class PrometheusSource:
                 reason(f"the query must return an instant vector or a scalar: {error}")
             )
 
-    async def vector(self, query: str) -> Series | Reading:
+    async def vector(self, query: str, shared: Shared | None = None) -> Series | Reading:
         """Every series of an instant vector with its value: histogram buckets and
         category counts, which come as many series by design."""
-        result = await self._ask("/api/v1/query", {"query": query})
+        result = await self._result(query, shared)
         if isinstance(result, QueryFailed | QueryRejected):
             return result
         try:

@@ -9,7 +9,9 @@ escaping makes it inert. Anywhere else it is refused rather than guessed at.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
+
+from modelrollout.ports import Shared
 
 FREE_TEXT: frozenset[str] = frozenset({"stable.modelVersion", "candidate.modelVersion"})
 
@@ -37,6 +39,28 @@ def render(
 ) -> str:
     """Substitute every `{{name}}` (spaces inside the braces allowed), escaping each
     value for the PromQL string it lands in. Raise UnknownVariable or UnsafeTemplate."""
+    return _substitute(template, variables, lambda n, v, c: _place(n, v, c, n in free_text))
+
+
+def render_open(template: str, variables: Mapping[str, str]) -> Shared:
+    """The template as rollouts share it: a sentinel in place of each value inside a
+    string (a label matcher's, where one rollout differs from the next), with this
+    rollout's values for them. Call after `render` has accepted the template."""
+    values: dict[str, str] = {}
+
+    def place(name: str, value: str, context: str | None) -> str:
+        if context not in ('"', "'"):
+            return _place(name, value, context, False)
+        sentinel = f"__mro_{name.replace('.', '_')}__"
+        values[sentinel] = value
+        return sentinel
+
+    return Shared(_substitute(template, variables, place), values)
+
+
+def _substitute(
+    template: str, variables: Mapping[str, str], place: Callable[[str, str, str | None], str]
+) -> str:
     out: list[str] = []
     context: str | None = None  # the open quote (" ' `), "#" in a comment, or None
     i = 0
@@ -46,7 +70,7 @@ def render(
             name = placeholder.group(1)
             if name not in variables:
                 raise UnknownVariable(name, variables.keys())
-            out.append(_place(name, variables[name], context, name in free_text))
+            out.append(place(name, variables[name], context))
             i = placeholder.end()
             continue
         char = template[i]
