@@ -348,6 +348,7 @@ class Result:
     requests: dict[tuple[str, str], float] = field(default_factory=dict)  # (verb, resource)/s
     baseline: dict[tuple[str, str], float] = field(default_factory=dict)
     queries_per_second: float = 0.0
+    grouped_answers: float | None = None  # rollouts' queries answered by a shared one
     status_requests: float = 0.0
     # the operator's own histograms over the window, cumulative counts by bound
     tick_lag: dict[float, float] = field(default_factory=dict)
@@ -585,6 +586,10 @@ def _measure(
         ):
             before = buckets(own_before, name)
             into.update({k: v - before.get(k, 0.0) for k, v in buckets(own_after, name).items()})
+        grouped = "modelrollout_prometheus_grouped_answers_total"
+        result.grouped_answers = sum(counters(own_after, grouped, ()).values()) - sum(
+            counters(own_before, grouped, ()).values()
+        )
     if spy is not None:  # it has written the profile by the end of its duration
         try:
             spy.wait(timeout=120)
@@ -860,6 +865,10 @@ def report(results: list[Result]) -> str:
     )
     row("Prometheus queries/s", lambda r: f"{r.queries_per_second:.1f}")
     row("queries per rollout-tick", lambda r: f"{r.queries_per_second * INTERVAL / r.rollouts:.2f}")
+    row(
+        "  answered by a shared query/s",
+        lambda r: "-" if r.grouped_answers is None else f"{r.grouped_answers / r.window:.1f}",
+    )
     row("status writes/s", lambda r: f"{r.status_requests / r.window:.1f}")
     row(
         "  changed nothing (watch)",

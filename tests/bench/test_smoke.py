@@ -57,3 +57,4 @@ def test_scale_smoke() -> None:
     assert result.tick_lag.get(float("inf"), 0) > 0, "no pass in the operator's tick-lag histogram"
     assert result.pass_seconds.get(float("inf"), 0) > 0
     assert result.writes_answered > 0, "no status write counted by kube-apiserver"
+    assert result.grouped_answers, "no rollout's query was answered by a shared query"
