@@ -357,6 +357,7 @@ class Result:
     writes_answered: float = 0.0  # 2xx PATCH/PUT on ModelRollouts and their status
     writes_stored: float = 0.0  # etcd updates of ModelRollouts
     timestamp_only: int = 0
+    census: dict[str, Any] | None = None  # bench/census.py, taken after the window
     notes: list[str] = field(default_factory=list)
 
 
@@ -482,6 +483,7 @@ def run_ours(
     log: Callable[[str], None],
     profile: Path | None,
     operator_env: dict[str, str] | None = None,
+    census: bool = False,
 ) -> Result:
     result = Result("ModelRollout", count, window)
     pods = count * 2
@@ -515,7 +517,11 @@ def run_ours(
         result.baseline = _by_verb(delta(_apiserver_requests(cp), before), baseline_window)
         watch = WriteWatch(api, *ROLLOUTS).start()
         stack.callback(watch.stop)
-        op = Operator(cp, spaces, workdir).start(env=operator_env)
+        census_file = workdir / "census.json"
+        op = Operator(cp, spaces, workdir).start(
+            env={**(operator_env or {}), "MODELROLLOUT_CENSUS": str(census_file)},
+            module="bench.census" if census else "modelrollout",
+        )
         assert op.proc is not None
         stack.callback(op.proc.stop)
         started = time.monotonic()
@@ -535,6 +541,11 @@ def run_ours(
         result.timestamp_only = watch.timestamp_only
         result.lag = lags(watch.arrivals, INTERVAL)
         result.ticks_expected = int(count * (window / INTERVAL - 1))
+        if census:
+            log("taking the operator's object census (it holds the GIL meanwhile)")
+            os.kill(op.proc.pid, signal.SIGUSR2)
+            procs.wait_until(census_file.exists, 1800, "the census", op.proc)
+            result.census = json.loads(census_file.read_text())
         if op.proc.popen is not None and op.proc.popen.poll() is not None:
             result.notes.append(f"the operator exited: {op.proc.tail(20)}")
     return result
@@ -913,6 +924,15 @@ def report(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+def census_table(census: dict[str, Any], top: int = 15) -> str:
+    lines = []
+    for view in ("by_owner", "by_type"):
+        lines.append(f"{view.replace('_', ' ')}:{'count':>62} {'MB':>9}")
+        for name, count, size in census[view][:top]:
+            lines.append(f"  {name[-60:]:<60} {count:>9} {size / 2**20:>9.1f}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rollouts", default="1000", help="comma-separated counts, one run each")
@@ -920,6 +940,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=float, default=600)
     parser.add_argument("--profile", type=Path, help="py-spy the operator into this folder")
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--census", action="store_true",
+        help="after the window, census the operator's live objects (bench/census.py)",
+    )  # fmt: skip
     parser.add_argument(
         "--operator-env", action="append", default=[], metavar="KEY=VALUE",
         help="an environment variable for the operator, e.g. MALLOC_ARENA_MAX=2",
@@ -935,12 +959,16 @@ def main(argv: list[str] | None = None) -> int:
     for count in (int(c) for c in args.rollouts.split(",") if c):
         folder = args.profile / str(count) if args.profile else None
         try:
-            results.append(run_ours(count, args.window, log, folder, operator_env))
+            results.append(
+                run_ours(count, args.window, log, folder, operator_env, census=args.census)
+            )
         except (TimeoutError, RuntimeError) as error:  # the next size may still tell
             log(f"{count} rollouts: {error}")
             results.append(Result("ModelRollout", count, args.window, notes=[str(error)]))
             continue
         print(report(results[-1:]), file=sys.stderr, flush=True)
+        if results[-1].census:
+            print(census_table(results[-1].census), file=sys.stderr, flush=True)
     if args.flagger:
         results.append(run_flagger(args.flagger, args.window, log))
     print(report(results))

@@ -107,7 +107,9 @@ class Operator:
     metrics_port: int = field(default_factory=procs.free_port)
     proc: procs.Proc | None = None
 
-    def start(self, *args: str, env: dict[str, str] | None = None) -> Operator:
+    def start(
+        self, *args: str, env: dict[str, str] | None = None, module: str = "modelrollout"
+    ) -> Operator:
         values = {"watchNamespaces": self.namespaces}
         manifests, _, account = service_account_rbac(helm_binary(), self.namespaces[0], values)
         self.cp.apply(manifests)
@@ -127,7 +129,7 @@ class Operator:
         watch = [arg for ns in self.namespaces for arg in ("-n", ns)]
         self.proc = procs.spawn(
             "operator",
-            [sys.executable, "-m", "modelrollout", "--log-format", "json",
+            [sys.executable, "-m", module, "--log-format", "json",
              "--metrics-port", str(self.metrics_port), *watch, *args],
             env={
                 "KUBECONFIG": str(kubeconfig),
