@@ -354,3 +354,79 @@ def test_a_read_overtaken_by_a_watch_event_is_not_kept() -> None:
     assert run(objects.get(HTTPROUTE, "ns", "route"))["metadata"]["resourceVersion"] == "2"
     assert run(objects.get(HTTPROUTE, "ns", "route"))["metadata"]["resourceVersion"] == "2"
     assert objects.reads == 2
+
+
+class _SlowReads:
+    """KubeObjects whose reads of a ConfigMap wait for `release`, counting them."""
+
+    def __new__(cls) -> Any:
+        from modelrollout.kube.objects import KubeObjects
+
+        class Slow(KubeObjects):
+            def __init__(self) -> None:
+                super().__init__(kube=None)  # type: ignore[arg-type]
+                self.reads = 0
+                self.release = asyncio.Event()
+                self.fail: Exception | None = None
+
+            async def _read(self, kind: Any, namespace: str, name: str) -> Any:
+                self.reads += 1
+                await self.release.wait()
+                if self.fail is not None:
+                    raise self.fail
+                return {"metadata": {"name": name, "resourceVersion": "3"}, "data": {"k": "v"}}
+
+        return Slow()
+
+
+def test_readers_of_a_config_map_join_the_read_in_flight() -> None:
+    """1,000 rollouts starting together share one reference ConfigMap: one read."""
+    from modelrollout.api.objects import CONFIG_MAP
+
+    async def scenario() -> list[Any]:
+        objects = _SlowReads()
+        readers = [
+            asyncio.ensure_future(objects.get(CONFIG_MAP, "ns", "training")) for _ in range(5)
+        ]
+        await asyncio.sleep(0)
+        objects.release.set()
+        found = await asyncio.gather(*readers)
+        assert objects.reads == 1
+        return found
+
+    found = run(scenario())
+    assert all(f == {"metadata": {"name": "training", "resourceVersion": "3"}, "data": {"k": "v"}}
+               for f in found)  # fmt: skip
+    assert len({id(f) for f in found}) == 5  # each its own copy to change
+
+
+def test_a_failed_read_in_flight_fails_its_joiners_and_the_next_read_goes_out() -> None:
+    from modelrollout.api.objects import CONFIG_MAP
+
+    async def scenario() -> None:
+        objects = _SlowReads()
+        objects.fail = RuntimeError("HTTP 500")
+        readers = [
+            asyncio.ensure_future(objects.get(CONFIG_MAP, "ns", "training")) for _ in range(3)
+        ]
+        await asyncio.sleep(0)
+        objects.release.set()
+        results = await asyncio.gather(*readers, return_exceptions=True)
+        assert [str(r) for r in results] == ["HTTP 500"] * 3
+        objects.fail = None
+        assert (await objects.get(CONFIG_MAP, "ns", "training"))["data"] == {"k": "v"}
+        assert objects.reads == 2
+
+    run(scenario())
+
+
+def test_deployments_are_never_joined_a_read_started_before_a_write_could_be_stale() -> None:
+    async def scenario() -> None:
+        objects = _SlowReads()
+        readers = [asyncio.ensure_future(objects.get(DEPLOYMENT, "ns", "model")) for _ in range(2)]
+        await asyncio.sleep(0)
+        objects.release.set()
+        await asyncio.gather(*readers)
+        assert objects.reads == 2
+
+    run(scenario())

@@ -3,6 +3,7 @@ server-side apply with our field manager."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import re
@@ -54,6 +55,7 @@ class KubeObjects:
         # be older than that event, so it is not kept (the next pass reads again).
         self._events: dict[Key, int] = {}
         self._reading: dict[Key, int] = {}  # reads in flight
+        self._flights: dict[Key, asyncio.Future[Manifest | None]] = {}
 
     def seen(self, kind: ObjectKind, body: Manifest, deleted: bool = False) -> None:
         """A watch event of an object; kept only for objects this process reads."""
@@ -82,6 +84,35 @@ class KubeObjects:
         version = (watched or {}).get("metadata", {}).get("resourceVersion")
         if watched is not None and version is not None and self._known.get(key) == version:
             return copy.deepcopy(watched)
+        if kind.group:
+            return await self._fresh(kind, key)
+        # A core kind (ConfigMap, Secret, Service), which the operator never writes: a
+        # read already in flight answers everyone who asks meanwhile, so a thousand
+        # rollouts starting together read their shared reference once.
+        flight = self._flights.get(key)
+        if flight is not None:
+            await asyncio.wait({flight})
+            if not flight.cancelled():  # else its reader was cancelled: read anew
+                return copy.deepcopy(flight.result())
+            return await self._fresh(kind, key)
+        flight = self._flights[key] = asyncio.get_running_loop().create_future()
+        try:
+            found = await self._fresh(kind, key)
+        except asyncio.CancelledError:
+            flight.cancel()
+            raise
+        except Exception as error:
+            flight.set_exception(error)
+            flight.exception()  # retrieved: a flight nobody joined must not warn
+            raise
+        else:
+            flight.set_result(copy.deepcopy(found))
+            return found
+        finally:
+            del self._flights[key]
+
+    async def _fresh(self, kind: ObjectKind, key: Key) -> Manifest | None:
+        _, namespace, name = key
         events = self._events.get(key, 0)
         self._reading[key] = self._reading.get(key, 0) + 1
         try:
