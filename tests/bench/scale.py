@@ -171,7 +171,7 @@ def scrape(url: str, context: Any = None) -> str:
     return text
 
 
-_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)\{(.*)\} (\S+)$")
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$")
 
 
 def counters(text: str, name: str, keys: tuple[str, ...]) -> dict[tuple[str, ...], float]:
@@ -181,7 +181,7 @@ def counters(text: str, name: str, keys: tuple[str, ...]) -> dict[tuple[str, ...
         match = _SAMPLE.match(line)
         if not match or match.group(1) != name:
             continue
-        labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', match.group(2)))
+        labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', match.group(2) or ""))
         out[tuple(labels.get(k, "") for k in keys)] += float(match.group(3))
     return out
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from modelrollout.core.types import QueryFailed
+from modelrollout.core.types import QueryFailed, QueryRejected
 from modelrollout.metrics import grouping
 from modelrollout.metrics.batching import MAX_BATCH, Batches
 from modelrollout.metrics.template import render, render_open
@@ -49,27 +49,32 @@ def test_the_open_form_leaves_the_quoted_values_open_and_renders_the_rest() -> N
     assert rendered == render(ERROR_RATE, VARIABLES)
 
 
-def test_an_error_rate_is_grouped_by_its_per_rollout_labels_and_fills_by_its_own_query() -> None:
+def test_an_error_rate_is_grouped_by_its_per_rollout_labels_and_filled_per_rollout() -> None:
     plan = plan_of(ERROR_RATE)
     assert plan is not None
     assert dict(plan.labels) == {
         "namespace": "__mro_namespace__",
         "deployment": "__mro_candidate_deployment__",
     }
-    query = plan.query({"namespace": {"team-a"}, "deployment": {"fraud-v2", "fraud.v3"}})
+    query = plan.query({("fraud-v2", "team-a"), ("fraud.v3", "team-a")})
     assert query.count("sum by (deployment, namespace)") == 2
     assert 'deployment=~"fraud-v2|fraud\\\\.v3"' in query  # RE2-escaped, then quoted
     assert 'namespace=~"team-a"' in query
     assert "__mro_" not in query
-    assert plan.strip  # sum(...) of one rollout carries no labels: nor does its share
-    assert plan.fills  # `or vector(0)` makes a series that no group owns
+    assert plan.dropped == {"namespace", "deployment"}  # sum(...) of one has no labels
+    # `or vector(0)` gives each rollout its own 0, labelled as its group
+    assert plan.fills == ("vector(0)",)
+    fill = 'label_replace(label_replace(vector(0), "deployment", "fraud-v2", "", ""), '
+    assert fill + '"namespace", "team-a", "", "")' in query
+    assert query.count("label_replace(label_replace(vector(0)") == 2
+    assert " vector(0)" not in query.replace("(vector(0)", "")
 
 
 def test_a_quantile_keeps_le_and_gains_the_grouping() -> None:
     plan = plan_of(P99)
     assert plan is not None
     assert "sum by (le, deployment, namespace)" in plan.grouped
-    assert plan.strip
+    assert plan.dropped == {"namespace", "deployment"}
     assert not plan.fills
 
 
@@ -78,9 +83,9 @@ def test_a_share_is_labelled_as_the_rollouts_own_query_would_be() -> None:
     assert stripped is not None
     assert kept is not None
     metric = {"namespace": "team-a", "deployment": "fraud-v2", "code": "500"}
-    assert stripped.group_of(metric) == ("team-a", "fraud-v2")
+    assert stripped.group_of(metric) == ("fraud-v2", "team-a")  # labels in name order
     assert stripped.share(metric) == {"code": "500"}
-    assert not kept.strip
+    assert not kept.dropped
     assert kept.share(metric) == metric
     assert stripped.group_of({"namespace": "team-a"}) is None
 
@@ -94,12 +99,22 @@ def test_a_share_is_labelled_as_the_rollouts_own_query_would_be() -> None:
         (f"sum without (deployment) (x{{{SELECT}}})", "without a per-rollout label"),
         (f"sum(x{{{SELECT}}}) / ignoring(deployment) sum(y{{{SELECT}}})", "ignores"),
         (f"sum(x{{{SELECT}}}) / on() sum(y{{{SELECT}}})", "on() without"),
-        (f"sum(x{{{SELECT}}}) / rate(y{{{SELECT}}}[1m])", "aggregated, the other not"),
+        (f"sum(x{{{SELECT}}}) / rate(y{{{SELECT}}}[1m])", "keep different"),
         (f'sum(x{{{SELECT}}}) / sum(y{{namespace="{{{{namespace}}}}"}})', "same per-rollout"),
         ('sum(x{deployment=~"{{candidate.deployment}}"})', "regex or negation"),
         ('sum(x{deployment="{{candidate.deployment}}-canary"})', "no selector pins"),
         (f'sum(x{{{SELECT},pod=~"{{{{candidate.deployment}}}}-.*"}})', "outside a label matcher"),
         ("sum(x)", "no selector pins"),
+        # the printer would lose the escape, or the subquery's colon
+        (f'sum(x{{{SELECT},code=~"5\\\\d\\\\d"}})', "not parsed"),
+        (f"max_over_time(x{{{SELECT}}}[5m:])", "without a step"),
+        # vector() anywhere but `<one labelless series> or vector(c)`
+        (f"vector(0) or sum(x{{{SELECT}}})", "vector() outside"),
+        (f"sum(x{{{SELECT}}}) unless vector(1)", "vector() outside"),
+        (f"sum by (code) (x{{{SELECT}}}) or vector(0)", "keep labels"),
+        (f'count_values("deployment", x{{{SELECT}}})', "count_values()"),
+        (f"sum by (namespace) (x{{{SELECT}}}) / sum(y{{{SELECT}}})", "keep different"),
+        ('sum({__name__="{{candidate.deployment}}",namespace="{{namespace}}"})', "cannot group"),
         ('sum(x{deployment="{{candidate.deployment}}"} ', "not parsed"),
     ],
 )
@@ -112,13 +127,26 @@ def test_templates_that_could_answer_differently_are_asked_once_per_rollout(
     assert reason in said
 
 
+def test_a_label_the_own_query_keeps_stays_on_its_share() -> None:
+    plan = plan_of(f"sum by (deployment) (x{{{SELECT}}})")
+    assert plan is not None
+    assert plan.dropped == {"namespace"}
+    assert plan.share({"namespace": "team-a", "deployment": "d"}) == {"deployment": "d"}
+
+
+def test_a_fill_after_a_quantile_is_shared() -> None:
+    plan = plan_of(f"{P99} or vector(0)")
+    assert plan is not None
+    assert plan.fills == ("vector(0)",)
+
+
 def test_on_and_ignoring_that_keep_the_grouping_are_shared() -> None:
     by_code = f"sum by (code) (x{{{SELECT}}}) / ignoring(code) group_left sum(x{{{SELECT}}})"
     matched = f"sum(x{{{SELECT}}}) / on(namespace, deployment) sum(y{{{SELECT}}})"
     assert plan_of(by_code) is not None
     plan = plan_of(matched)
     assert plan is not None
-    assert plan.strip
+    assert plan.dropped == {"namespace", "deployment"}
 
 
 # -- batches -----------------------------------------------------------------------
@@ -144,7 +172,7 @@ class Recorder:
 
 
 def ask(batches: Batches, plan: grouping.Plan, deployment: str) -> Any:
-    return batches.ask(plan, ("team-a", deployment))
+    return batches.ask(plan, (deployment, "team-a"))
 
 
 def test_asks_made_while_a_query_flies_go_out_together_in_the_next() -> None:
@@ -181,14 +209,14 @@ def test_a_failed_grouped_query_is_every_askers_failure() -> None:
     asyncio.run(scenario())
 
 
-def test_a_malformed_grouped_answer_is_refused_not_raised() -> None:
+def test_a_malformed_grouped_answer_sends_the_rollout_to_its_own_query() -> None:
     async def scenario() -> None:
         plan = plan_of(P99)
         assert plan is not None
         recorder = Recorder([{"value": [1, "2"]}])
         recorder.release.set()
         answer = await ask(Batches(recorder.run), plan, "a")
-        assert type(answer).__name__ == "QueryRejected"
+        assert answer is None
 
     asyncio.run(scenario())
 
@@ -207,5 +235,26 @@ def test_a_batch_holds_at_most_max_batch_asks() -> None:
         await asyncio.gather(first, *rest)
         assert len(recorder.asked) == 3
         assert recorder.asked[1].count("|") == MAX_BATCH - 1
+
+    asyncio.run(scenario())
+
+
+def test_a_refused_or_too_large_grouped_answer_sends_each_to_its_own_query() -> None:
+    """Too many samples or an execution error may come from one rollout's series:
+    no verdict on the others, who are told to ask their own (None)."""
+
+    async def scenario() -> None:
+        plan = plan_of(P99)
+        assert plan is not None
+        for failure in (
+            QueryRejected("parse error"),
+            QueryFailed("HTTP 422: execution: query processing would load too many samples"),
+            QueryFailed("HTTP 200: response larger than 8388608 bytes"),
+        ):
+            recorder = Recorder(failure)
+            recorder.release.set()
+            batches = Batches(recorder.run)
+            answers = await asyncio.gather(*(ask(batches, plan, d) for d in ("a", "b")))
+            assert answers == [None, None], failure
 
     asyncio.run(scenario())

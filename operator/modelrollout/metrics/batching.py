@@ -4,6 +4,11 @@ next one, together: one grouped query (metrics/grouping.py) instead of one each.
 Nobody waits for a batch to fill. The first ask goes out at once; asks that arrive
 while it is in flight go out together as soon as it lands. Every answer is read
 after its ask was made, so no rollout judges data older than its own pass.
+
+A grouped query that Prometheus refuses or cannot finish (HTTP 400 or 422: too many
+samples, an execution error caused by one rollout's series) or whose answer is too
+large is no verdict on any one rollout: each is told to ask its own query (None).
+An outage (unreachable, 5xx, timeout) is everyone's: their own would fail too.
 """
 
 from __future__ import annotations
@@ -21,15 +26,15 @@ from modelrollout.metrics.grouping import Plan
 MAX_BATCH = 200
 
 Share = list[dict[str, Any]]
+Answer = Share | Reading | None
 Run = Callable[[str], Awaitable[Any]]
+Waiting = list[tuple[tuple[str, ...], "asyncio.Future[Answer]"]]
 
 
 @dataclass
 class _Line:
     plan: Plan
-    waiting: list[tuple[tuple[str, ...], asyncio.Future[Share | Reading]]] = field(
-        default_factory=list
-    )
+    waiting: Waiting = field(default_factory=list)
     flying: asyncio.Task[None] | None = None
 
 
@@ -39,49 +44,57 @@ class Batches:
 
     def __init__(self, run: Run) -> None:
         self._run = run
-        self._lines: dict[str, _Line] = {}
+        self._lines: dict[Plan, _Line] = {}
 
-    async def ask(self, plan: Plan, group: tuple[str, ...]) -> Share | Reading:
+    async def ask(self, plan: Plan, group: tuple[str, ...]) -> Answer:
         """This rollout's share of the grouped answer, as its own query's `data.result`:
-        the series whose grouping labels are `group` (in `plan.labels` order)."""
-        line = self._lines.setdefault(plan.grouped, _Line(plan))
-        answer: asyncio.Future[Share | Reading] = asyncio.get_running_loop().create_future()
+        the series whose grouping labels are `group` (in `plan.labels` order); or
+        None when it must ask its own query."""
+        line = self._lines.setdefault(plan, _Line(plan))
+        answer: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         line.waiting.append((group, answer))
         if line.flying is None:
-            line.flying = asyncio.create_task(self._fly(plan.grouped, line))
+            line.flying = asyncio.create_task(self._fly(line))
         return await answer
 
-    async def _fly(self, key: str, line: _Line) -> None:
+    async def _fly(self, line: _Line) -> None:
+        batch: Waiting = []
         try:
             while line.waiting:
                 batch, line.waiting = line.waiting[:MAX_BATCH], line.waiting[MAX_BATCH:]
                 await self._answer(line.plan, batch)
+        except BaseException as error:  # cancelled at shutdown, or a bug: nobody hangs
+            for _, answer in batch + line.waiting:
+                if not answer.done():
+                    answer.set_exception(error)
+                    answer.exception()  # retrieved, for askers already gone
+            line.waiting = []
+            raise
         finally:
             line.flying = None
             if not line.waiting:
-                self._lines.pop(key, None)
+                self._lines.pop(line.plan, None)
 
-    async def _answer(
-        self,
-        plan: Plan,
-        batch: list[tuple[tuple[str, ...], asyncio.Future[Share | Reading]]],
-    ) -> None:
-        values = {label: {group[i] for group, _ in batch} for i, label in enumerate(plan.labels)}
-        shares: dict[tuple[str, ...], Share] | Reading
-        try:
-            result = await self._run(plan.query(values))
-            shares = (
-                result if isinstance(result, QueryFailed | QueryRejected) else split(plan, result)
-            )
-        except Exception as error:  # handed to every waiting pass, which reports it
-            for _, answer in batch:
-                if not answer.done():
-                    answer.set_exception(error)
-            return
-        telemetry.GROUPED_ANSWERS.inc(len(batch))
+    async def _answer(self, plan: Plan, batch: Waiting) -> None:
+        result = await self._run(plan.query({group for group, _ in batch}))
+        shares: dict[tuple[str, ...], Share] | Reading | None = (
+            result if isinstance(result, QueryFailed | QueryRejected) else split(plan, result)
+        )
+        failed = isinstance(shares, QueryFailed | QueryRejected)
+        if failed and not _nobodys(shares):  # type: ignore[arg-type]
+            shares = None
+        if shares is not None:
+            telemetry.GROUPED_ANSWERS.inc(len(batch))
         for group, answer in batch:
             if not answer.done():
-                answer.set_result(shares if not isinstance(shares, dict) else shares.get(group, []))
+                answer.set_result(shares.get(group, []) if isinstance(shares, dict) else shares)
+
+
+def _nobodys(failure: QueryFailed | QueryRejected) -> bool:
+    """An outage, which a rollout's own query would meet as well."""
+    if isinstance(failure, QueryRejected):
+        return False
+    return not (failure.message.startswith("HTTP 422") or "larger than" in failure.message)
 
 
 def split(plan: Plan, result: Any) -> dict[tuple[str, ...], Share] | Reading:

@@ -113,11 +113,11 @@ class PrometheusSource:
         if shared is None or self._batches is None:
             return await self._ask("/api/v1/query", {"query": query})
         found = grouping.plan(shared.text, frozenset(shared.values))
-        if found is None:
+        group = tuple(shared.values[sentinel] for _, sentinel in found.labels) if found else ()
+        if found is None or "" in group:  # `label=""` also matches series without it
             return await self._ask("/api/v1/query", {"query": query})
-        group = tuple(shared.values[sentinel] for sentinel in found.labels.values())
         result = await self._batches.ask(found, group)
-        if result == [] and found.fills:  # only its own query says what it fills in
+        if result is None:  # the grouped query could not answer for it
             return await self._ask("/api/v1/query", {"query": query})
         return result
 
