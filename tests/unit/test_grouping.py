@@ -6,13 +6,18 @@ tests/integration/test_shared_queries.py."""
 from __future__ import annotations
 
 import asyncio
+import io
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+import requests
+import urllib3
 
 from modelrollout.core.types import QueryFailed, QueryRejected
 from modelrollout.metrics import grouping
 from modelrollout.metrics.batching import MAX_BATCH, Batches
+from modelrollout.metrics.prometheus import PrometheusSource
 from modelrollout.metrics.template import render, render_open
 
 VARIABLES = {"namespace": "team-a", "candidate.deployment": "fraud-v2", "window": "1m"}
@@ -258,3 +263,34 @@ def test_a_refused_or_too_large_grouped_answer_sends_each_to_its_own_query() -> 
             assert answers == [None, None], failure
 
     asyncio.run(scenario())
+
+
+class _Recording(requests.Session):
+    """A transport that records each request and answers one sample."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.methods: list[str] = []
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:
+        self.methods.append(str(method))
+        response = requests.Response()
+        response.status_code = 200
+        body = b'{"status":"success","data":{"resultType":"vector","result":[]}}'
+        response.raw = urllib3.HTTPResponse(io.BytesIO(body), preload_content=False)
+        return response
+
+
+def test_an_empty_value_is_asked_by_its_own_query() -> None:
+    """`model_version=""` also matches series without the label, which a grouped
+    answer files under nobody: the rollout asks its own."""
+    template = 'sum(x{deployment="{{candidate.deployment}}",version="{{candidate.modelVersion}}"})'
+    session = _Recording()
+    with ThreadPoolExecutor(1) as pool:
+        source = PrometheusSource(
+            "http://prometheus", session=session, timeout_seconds=1, pool=pool
+        )
+        for version in ("", "v2"):
+            values = {"candidate.deployment": "d", "candidate.modelVersion": version}
+            asyncio.run(source.instant(render(template, values), render_open(template, values)))
+    assert session.methods == ["GET", "POST"]
